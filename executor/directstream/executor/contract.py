@@ -1,0 +1,228 @@
+"""The driver↔executor contract: offset ranges, work units and results.
+
+Everything here is plain data that round-trips through JSON, because a work unit travels
+to a pod in an environment variable (cluster) or a file (local mode) and a result comes
+back through the pod's termination message (at most 4096 bytes) or a result file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CONTRACT_VERSION = 1
+# Kubernetes truncates termination messages beyond this size.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class ContractError(ValueError):
+    """A work unit or result document that does not follow the contract."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class OffsetRange:
+    """Offsets ``[from_offset, until_offset)`` of one topic-partition."""
+
+    topic: str
+    partition: int
+    from_offset: int
+    until_offset: int
+
+    def __post_init__(self) -> None:
+        if self.partition < 0 or self.from_offset < 0 or self.until_offset < self.from_offset:
+            raise ContractError(f"invalid offset range {self}")
+
+    @property
+    def count(self) -> int:
+        """Offsets spanned; an upper bound on records (compaction and markers leave gaps)."""
+        return self.until_offset - self.from_offset
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}] {self.from_offset}..{self.until_offset}"
+
+    def to_json(self) -> list[Any]:
+        return [self.topic, self.partition, self.from_offset, self.until_offset]
+
+    @classmethod
+    def from_json(cls, doc: Any) -> OffsetRange:
+        if not (isinstance(doc, list) and len(doc) == 4):
+            raise ContractError(f"offset range must be [topic, partition, from, until], got {doc!r}")
+        topic, partition, start, until = doc
+        if not isinstance(topic, str) or not all(isinstance(v, int) for v in (partition, start, until)):
+            raise ContractError(f"offset range has wrong types: {doc!r}")
+        return cls(topic, partition, start, until)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaClientSettings:
+    """How an executor connects. Secret values are never in here: ``secret_env`` maps a
+    librdkafka setting to the environment variable that carries its value."""
+
+    bootstrap_servers: str
+    isolation_level: str = "read_committed"
+    config: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bootstrapServers": self.bootstrap_servers,
+            "isolationLevel": self.isolation_level,
+            "config": dict(self.config),
+            "secretEnv": dict(self.secret_env),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> KafkaClientSettings:
+        return cls(
+            bootstrap_servers=str(doc["bootstrapServers"]),
+            isolation_level=str(doc.get("isolationLevel", "read_committed")),
+            config={str(k): str(v) for k, v in dict(doc.get("config", {})).items()},
+            secret_env={str(k): str(v) for k, v in dict(doc.get("secretEnv", {})).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    """Which sink processes the records, with its options (see DESIGN.md)."""
+
+    sink: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sink": self.sink, "options": dict(self.options)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ProcessorSettings:
+        return cls(sink=str(doc["sink"]), options=dict(doc.get("options", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkUnit:
+    """What one executor does: read exactly ``ranges`` and hand them to the processor."""
+
+    stream: str
+    batch_id: int
+    attempt: int
+    index: int
+    ranges: tuple[OffsetRange, ...]
+    kafka: KafkaClientSettings
+    processor: ProcessorSettings
+
+    @property
+    def record_count(self) -> int:
+        return sum(r.count for r in self.ranges)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": CONTRACT_VERSION,
+            "stream": self.stream,
+            "batchId": self.batch_id,
+            "attempt": self.attempt,
+            "index": self.index,
+            "ranges": [r.to_json() for r in self.ranges],
+            "kafka": self.kafka.to_json(),
+            "processor": self.processor.to_json(),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> WorkUnit:
+        try:
+            if doc.get("version") != CONTRACT_VERSION:
+                raise ContractError(f"unsupported work unit version {doc.get('version')!r}")
+            return cls(
+                stream=str(doc["stream"]),
+                batch_id=int(doc["batchId"]),
+                attempt=int(doc["attempt"]),
+                index=int(doc["index"]),
+                ranges=tuple(OffsetRange.from_json(r) for r in doc["ranges"]),
+                kafka=KafkaClientSettings.from_json(doc["kafka"]),
+                processor=ProcessorSettings.from_json(doc["processor"]),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ContractError(f"malformed work unit: {exc!r}") from exc
+
+    @classmethod
+    def loads(cls, text: str) -> WorkUnit:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"work unit is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ContractError("work unit must be a JSON object")
+        return cls.from_json(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAt:
+    """Where an executor gave up: the range and the first offset that failed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorResult:
+    """The compact report an executor leaves behind (termination message or result file)."""
+
+    batch_id: int
+    attempt: int
+    index: int
+    ok: bool
+    records: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    failed_at: FailedAt | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "v": CONTRACT_VERSION,
+            "batch": self.batch_id,
+            "attempt": self.attempt,
+            "index": self.index,
+            "ok": self.ok,
+            "records": self.records,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 6),
+        }
+        if self.error is not None:
+            doc["error"] = self.error
+        if self.failed_at is not None:
+            doc["failedAt"] = [self.failed_at.topic, self.failed_at.partition, self.failed_at.offset]
+        return doc
+
+    def dumps(self) -> str:
+        """Serialise within the termination-message limit, shortening the error if needed."""
+        text = json.dumps(self.to_json(), separators=(",", ":"))
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT or self.error is None:
+            return text
+        overflow = len(text.encode()) - TERMINATION_MESSAGE_LIMIT + 16
+        shortened = self.error.encode()[: max(0, len(self.error.encode()) - overflow)]
+        doc = self.to_json()
+        doc["error"] = shortened.decode(errors="ignore") + " …"
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> ExecutorResult:
+        try:
+            doc = json.loads(text)
+            failed = doc.get("failedAt")
+            return cls(
+                batch_id=int(doc["batch"]),
+                attempt=int(doc["attempt"]),
+                index=int(doc["index"]),
+                ok=bool(doc["ok"]),
+                records=int(doc.get("records", 0)),
+                bytes=int(doc.get("bytes", 0)),
+                seconds=float(doc.get("seconds", 0.0)),
+                error=doc.get("error"),
+                failed_at=FailedAt(str(failed[0]), int(failed[1]), int(failed[2])) if failed else None,
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise ContractError(f"malformed executor result {text[:200]!r}: {exc}") from exc

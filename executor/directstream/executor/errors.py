@@ -1,0 +1,24 @@
+"""Why an executor stops early: a range that cannot be processed, or a stop request."""
+
+from __future__ import annotations
+
+from directstream.executor.contract import OffsetRange
+
+
+class RangeFailure(Exception):
+    """Processing ``range`` failed at ``offset`` (the first offset not processed)."""
+
+    def __init__(self, range_: OffsetRange, offset: int, reason: str) -> None:
+        self.range = range_
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"range {range_} failed at offset {offset}: {reason}")
+
+
+class ExecutorStopped(Exception):
+    """A stop was requested (SIGTERM) before the work unit finished."""
+
+
+class ConfigurationError(ValueError):
+    """The work unit asks for something that cannot run (bad sink options, bad client config,
+    missing secret); reported as bad input (exit code 2), never retried as is."""

@@ -1,0 +1,84 @@
+"""The ``python`` sink: a user's processor, loaded from ``options.entryPoint``.
+
+The rule: ``entryPoint`` is ``"package.module:attribute"`` naming a **factory**, called once per
+work unit as ``factory(options, unit)`` where ``options`` are the sink options without
+``entryPoint`` and ``unit`` is the :class:`~directstream.executor.contract.WorkUnit`. A class is a
+fine factory. The object it returns must have ``process(records, range)``; it may also have
+``open_range(range)``, ``close_range(range)``, ``abort_range(range)`` and ``close()``; the ones it
+lacks are no-ops. Call order and meaning: :mod:`directstream.executor.processors.base`.
+
+``records`` are ``confluent_kafka.Message`` objects (see ``KafkaRecord``). An exception raised by
+``process`` or ``close_range`` fails the range at the chunk's first offset; ``abort_range`` then
+runs for every open range.
+
+Example::
+
+    class Upsert:
+        def __init__(self, options, unit): self.table = options["table"]
+        def process(self, records, range): ...
+        def close_range(self, range): ...  # commit the range's writes
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from directstream.executor.contract import OffsetRange, WorkUnit
+from directstream.executor.errors import ConfigurationError
+from directstream.executor.processors.base import BaseProcessor
+from directstream.executor.records import KafkaRecord
+
+_OPTIONAL_METHODS = ("open_range", "close_range", "abort_range", "close")
+
+
+def load_entry_point(entry_point: object) -> Callable[..., Any]:
+    if not isinstance(entry_point, str) or entry_point.count(":") != 1:
+        raise ConfigurationError(
+            f"python sink needs options.entryPoint 'package.module:factory', got {entry_point!r}"
+        )
+    module_name, _, attribute = entry_point.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any error while importing user code is bad input
+        raise ConfigurationError(f"python sink cannot import {module_name!r}: {exc!r}") from exc
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigurationError(
+                f"python sink entry point {entry_point!r}: {module_name} has no {attribute!r}"
+            )
+    if not callable(target):
+        raise ConfigurationError(f"python sink entry point {entry_point!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+class PythonProcessor(BaseProcessor):
+    """Adapts the user's object to the full protocol."""
+
+    def __init__(self, options: Mapping[str, Any], unit: WorkUnit) -> None:
+        factory = load_entry_point(options.get("entryPoint"))
+        user_options = {k: v for k, v in options.items() if k != "entryPoint"}
+        try:
+            self.user = factory(user_options, unit)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(
+                f"python sink factory {options['entryPoint']!r} failed: {exc!r}"
+            ) from exc
+        process = getattr(self.user, "process", None)
+        if not callable(process):
+            raise ConfigurationError(
+                f"python sink: the object returned by {options['entryPoint']!r} has no process(records, range)"
+            )
+        self._process: Callable[[Sequence[KafkaRecord], OffsetRange], object] = process
+        for name in _OPTIONAL_METHODS:
+            method = getattr(self.user, name, None)
+            if callable(method):
+                setattr(self, name, method)
+
+    def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
+        self._process(records, range_)

@@ -1,0 +1,149 @@
+"""The driver's Kafka I/O: metadata, watermarks, timestamp look-ups and group commits.
+
+Every method blocks (confluent-kafka is synchronous); async callers go through
+``asyncio.to_thread`` (see ``KafkaOffsetsPort``). Errors come out as ``KafkaUnavailable``
+with a message a user can act on, never as a raw librdkafka exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from ..core.planning import TopicPartition as TP
+from ..core.planning import Watermarks
+from ..core.spec import StreamSpec
+from ..ports import KafkaUnavailable
+
+REQUEST_TIMEOUT_S = 15.0
+
+
+def client_config(spec: StreamSpec, secret_config: Mapping[str, str] | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {"bootstrap.servers": spec.kafka.bootstrap_servers}
+    config.update(spec.kafka.config)
+    config.update(secret_config or {})
+    return config
+
+
+def _wait(futures: Mapping[Any, Future[Any]], what: str) -> dict[Any, Any]:
+    results: dict[Any, Any] = {}
+    for key, future in futures.items():
+        try:
+            results[key] = future.result(timeout=REQUEST_TIMEOUT_S)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"{what} failed for {key}: {exc.args[0]}") from exc
+        except TimeoutError as exc:
+            raise KafkaUnavailable(f"{what} timed out after {REQUEST_TIMEOUT_S:.0f}s") from exc
+    return results
+
+
+class KafkaOffsets:
+    """Blocking Kafka operations of the driver, one AdminClient per stream."""
+
+    def __init__(self, spec: StreamSpec, secret_config: Mapping[str, str] | None = None) -> None:
+        self._spec = spec
+        self._bootstrap = spec.kafka.bootstrap_servers
+        self._admin = AdminClient(client_config(spec, secret_config))
+        self._isolation = (
+            IsolationLevel.READ_COMMITTED
+            if spec.kafka.isolation_level == "read_committed"
+            else IsolationLevel.READ_UNCOMMITTED
+        )
+
+    def partitions(self) -> list[TP]:
+        """Every partition the stream reads now: its listed topics, or the topics matching its
+        pattern. A listed topic that does not exist is an error (a typo should not idle)."""
+        try:
+            metadata = self._admin.list_topics(timeout=REQUEST_TIMEOUT_S)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot reach Kafka at {self._bootstrap}: {exc.args[0]}") from exc
+        topics = metadata.topics
+        if self._spec.topics:
+            missing = [t for t in self._spec.topics if t not in topics]
+            if missing:
+                raise KafkaUnavailable(f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap}")
+            names: Iterable[str] = self._spec.topics
+        else:
+            names = (t for t in topics if not t.startswith("__") and self._spec.matches_topic(t))
+        result: list[TP] = []
+        for name in names:
+            meta = topics[name]
+            if meta.error is not None:
+                raise KafkaUnavailable(f"metadata for topic {name}: {meta.error.str()}")
+            result.extend((name, p) for p in meta.partitions)
+        return sorted(result)
+
+    def _list_offsets(self, tps: Iterable[TP], spec: OffsetSpec, what: str) -> dict[TP, int]:
+        request = {TopicPartition(t, p): spec for t, p in tps}
+        if not request:
+            return {}
+        futures = self._admin.list_offsets(
+            request, isolation_level=self._isolation, request_timeout=REQUEST_TIMEOUT_S
+        )
+        return {(tp.topic, tp.partition): info.offset for tp, info in _wait(futures, what).items()}
+
+    def watermarks(self, tps: Iterable[TP]) -> dict[TP, Watermarks]:
+        """Earliest and latest (last stable under read_committed) offsets of all partitions:
+        one batched ListOffsets request per broker for each end."""
+        tps = list(tps)
+        earliest = self._list_offsets(tps, OffsetSpec.earliest(), "listing earliest offsets")
+        latest = self._list_offsets(tps, OffsetSpec.latest(), "listing latest offsets")
+        return {tp: Watermarks(earliest[tp], latest[tp]) for tp in tps}
+
+    def offsets_for_timestamp(self, tps: Iterable[TP], timestamp_ms: int) -> dict[TP, int]:
+        """The first offset at or after ``timestamp_ms`` per partition (-1 = none yet: omitted)."""
+        found = self._list_offsets(tps, OffsetSpec.for_timestamp(timestamp_ms), "looking up offsets by time")
+        return {tp: offset for tp, offset in found.items() if offset >= 0}
+
+    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+        """Commit the whole batch's offsets to the group in one request."""
+        if not offsets:
+            return
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        futures = self._admin.alter_consumer_group_offsets([request], request_timeout=REQUEST_TIMEOUT_S)
+        for result in _wait(futures, f"committing offsets of group {group}").values():
+            failed = [tp for tp in result.topic_partitions if tp.error is not None]
+            if failed:
+                raise KafkaUnavailable(
+                    f"committing offsets of group {group} failed for "
+                    + ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in failed)
+                )
+
+    def committed(self, group: str) -> dict[TP, int]:
+        """The group's committed offsets (partitions without a commit are omitted)."""
+        futures = self._admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
+        )
+        out: dict[TP, int] = {}
+        for result in _wait(futures, f"reading offsets of group {group}").values():
+            for tp in result.topic_partitions:
+                if tp.error is None and tp.offset >= 0:
+                    out[(tp.topic, tp.partition)] = tp.offset
+        return out
+
+
+class KafkaOffsetsPort:
+    """The async face of ``KafkaOffsets``: every call runs in a worker thread."""
+
+    def __init__(self, offsets: KafkaOffsets) -> None:
+        self._offsets = offsets
+
+    async def partitions(self) -> list[TP]:
+        return await asyncio.to_thread(self._offsets.partitions)
+
+    async def watermarks(self, tps: list[TP]) -> dict[TP, Watermarks]:
+        return await asyncio.to_thread(self._offsets.watermarks, tps)
+
+    async def offsets_for_timestamp(self, tps: list[TP], timestamp_ms: int) -> dict[TP, int]:
+        return await asyncio.to_thread(self._offsets.offsets_for_timestamp, tps, timestamp_ms)
+
+    async def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+        await asyncio.to_thread(self._offsets.commit, group, offsets)
+
+    async def committed(self, group: str) -> dict[TP, int]:
+        return await asyncio.to_thread(self._offsets.committed, group)

@@ -1,0 +1,224 @@
+"""``directstream``: run a DirectStream without Kubernetes (local mode), and inspect it.
+
+    directstream run FILE [--once | --until-caught-up] [--state-dir DIR]
+    directstream status FILE [--state-dir DIR]
+    directstream plan FILE [--state-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
+from .adapters.local_launcher import LocalLauncher
+from .adapters.local_state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
+from .cli_render import ProgressPrinter, ledger_table, offsets_table, table
+from .core.planning import DataLossError
+from .core.spec import KIND, SpecError, StreamSpec, parse_stream
+from .core.work import build_work_units, executor_kafka_settings
+from .driver import Driver, RunMode
+from .ports import KafkaUnavailable
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def load_stream(path: str, bootstrap_override: str | None) -> StreamSpec:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise CliError(f"{path} is not valid YAML: {exc}") from exc
+    streams = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+    if len(streams) != 1:
+        raise CliError(f"{path} must hold exactly one {KIND} document, found {len(streams)}")
+    doc: dict[str, Any] = streams[0]
+    try:
+        spec = parse_stream(doc)
+    except SpecError as exc:
+        problems = "\n".join(f"  - {p}" for p in exc.problems)
+        raise CliError(f"{path} is not a valid {KIND}:\n{problems}") from exc
+    if bootstrap_override:
+        spec = replace(spec, kafka=replace(spec.kafka, bootstrap_servers=bootstrap_override))
+    return spec
+
+
+def state_dir_for(spec: StreamSpec, given: str | None) -> Path:
+    return Path(given) if given else Path.cwd() / ".directstream" / spec.name
+
+
+async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: ProgressPrinter) -> int:
+    store = LocalStateStore(state_dir)
+    try:
+        store.lock()
+    except StateDirLocked as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        driver = Driver(
+            spec,
+            offsets=KafkaOffsetsPort(KafkaOffsets(spec)),
+            state=store,
+            launcher=LocalLauncher(state_dir / "attempts"),
+            executor_kafka=executor_kafka_settings(spec),
+            observe=printer,
+        )
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        interrupts = 0
+
+        def on_interrupt() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts == 1:
+                printer(_note("stopping at the next batch boundary (Ctrl-C again to abort the batch)"))
+                driver.request_stop()
+            elif task is not None:
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_interrupt)
+        try:
+            outcome = await driver.run(mode)
+        except asyncio.CancelledError:
+            printer.close()
+            print("aborted; the batch's plan is recorded and resumes on the next run", file=sys.stderr)
+            return 130
+        printer.close()
+        state = await store.load()
+        total = sum(e.records for e in state.ledger)
+        print(f"{spec.name}: {outcome.message}", file=sys.stderr)
+        print(f"  records processed this run: {printer.records:,} in {printer.batches} batch(es); "
+              f"recent batches hold {total:,}", file=sys.stderr)
+        if driver.latest:
+            behind = sum(max(0, end - state.committed.get(tp, end)) for tp, end in driver.latest.items())
+            print(f"  committed offsets: {sum(state.committed.values()):,} over {len(state.committed)} "
+                  f"partition(s); lag {behind:,}", file=sys.stderr)
+        return 0 if outcome.ok else EXIT_FAILED
+    finally:
+        store.unlock()
+
+
+def _note(message: str) -> Any:
+    from .ports import DriverEvent
+
+    return DriverEvent("stopped", message)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = load_stream(args.file, args.bootstrap_servers)
+    mode = RunMode.ONCE if args.once else RunMode.UNTIL_CAUGHT_UP if args.until_caught_up else RunMode.FOREVER
+    printer = ProgressPrinter()
+    state_dir = state_dir_for(spec, args.state_dir)
+    print(f"{spec.name}: running in local mode (state in {state_dir}, group {spec.group_id}, "
+          f"Kafka {spec.kafka.bootstrap_servers})", file=sys.stderr)
+    return asyncio.run(_run(spec, state_dir, mode, printer))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    spec = load_stream(args.file, args.bootstrap_servers)
+    state_dir = state_dir_for(spec, args.state_dir)
+    try:
+        state = read_state_file(state_dir)
+    except StateFileCorrupt as exc:
+        raise CliError(str(exc)) from exc
+    latest: dict[tuple[str, int], int] | None = None
+    try:
+        offsets = KafkaOffsets(spec)
+        latest = {tp: m.latest for tp, m in offsets.watermarks(offsets.partitions()).items()}
+    except KafkaUnavailable as exc:
+        print(f"(lag unknown: {exc})", file=sys.stderr)
+    print(f"stream {spec.name}  group {spec.group_id}  state {state_dir}")
+    print(f"records committed (all time): {state.records_total:,}  next batch: {state.next_batch_id}")
+    if latest is not None:
+        lag = sum(max(0, e - state.committed.get(tp, 0)) for tp, e in latest.items())
+        print(f"total lag: {lag:,}")
+    if state.pending:
+        p = state.pending
+        print(f"\npending batch {p.plan.batch_id} (attempt {p.attempt}): "
+              f"{len(p.plan.record_ranges)} ranges, {p.plan.offsets:,} offsets"
+              + (f"\n  last error: {p.first_error}" if p.first_error else ""))
+    print("\n" + offsets_table(state.committed, latest))
+    if state.ledger:
+        print("\nrecent batches:\n" + ledger_table(state))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    spec = load_stream(args.file, args.bootstrap_servers)
+    state_dir = state_dir_for(spec, args.state_dir)
+    state = read_state_file(state_dir)
+
+    async def plan() -> Any:
+        driver = Driver(spec, offsets=KafkaOffsetsPort(KafkaOffsets(spec)), state=LocalStateStore(state_dir),
+                        launcher=LocalLauncher(state_dir / "attempts"),
+                        executor_kafka=executor_kafka_settings(spec), observe=lambda e: None)
+        if state.pending is not None:
+            return state.pending.plan, True
+        loaded = await driver.load_state() if state.is_new else state
+        return await driver.plan_next(loaded, None), False
+
+    try:
+        batch, resumed = asyncio.run(plan())
+    except DataLossError as exc:
+        raise CliError(f"the next batch cannot be planned: {exc}") from exc
+    kind = "recorded (resumes on the next run)" if resumed else "next"
+    print(f"{kind} batch {batch.batch_id}: {batch.offsets:,} offsets in {len(batch.record_ranges)} range(s)"
+          + (" (rate-capped: more is waiting)" if batch.rate_capped else ""))
+    for loss in batch.data_loss:
+        print(f"  data loss: {loss}")
+    units = build_work_units(spec, batch, 1, executor_kafka_settings(spec))
+    rows = [[u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count] for u in units for r in u.ranges]
+    print(table(["EXECUTOR", "TOPIC", "PARTITION", "FROM", "UNTIL", "OFFSETS"], rows) if rows else "nothing to read")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="directstream", description="Kafka direct-stream jobs, locally.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("file", help="a DirectStream manifest (YAML), or - for stdin")
+        cmd.add_argument("--state-dir", help="local state (default: .directstream/<name>)")
+        cmd.add_argument("--bootstrap-servers", default=os.environ.get("DIRECTSTREAM_BOOTSTRAP_SERVERS"),
+                         help="override spec.kafka.bootstrapServers (env DIRECTSTREAM_BOOTSTRAP_SERVERS)")
+        return cmd
+
+    run = add("run", "run the stream's batches with local executor processes")
+    modes = run.add_mutually_exclusive_group()
+    modes.add_argument("--once", action="store_true", help="run one batch and exit")
+    modes.add_argument("--until-caught-up", action="store_true",
+                       help="exit 0 once committed offsets reach the latest offsets seen at start")
+    run.set_defaults(func=cmd_run)
+    add("status", "committed offsets, lag per partition and recent batches").set_defaults(func=cmd_status)
+    add("plan", "dry run: the next batch's ranges and executors").set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except CliError as exc:
+        print(f"directstream: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except (KafkaUnavailable, StateFileCorrupt) as exc:
+        print(f"directstream: {exc}", file=sys.stderr)
+        code = EXIT_FAILED
+    sys.exit(code)

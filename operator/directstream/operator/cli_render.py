@@ -1,0 +1,120 @@
+"""How the CLI shows progress and tables: a live line on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from .core.planning import TopicPartition
+from .core.state import StreamState
+from .ports import DriverEvent
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    return text.replace(",", "").replace(".", "").replace("-", "").isdigit()
+
+
+class ProgressPrinter:
+    """The driver's observer for ``directstream run``."""
+
+    def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None) -> None:
+        self.out = stream
+        self.live = stream.isatty() if live is None else live
+        self.records = 0
+        self.batches = 0
+        self.started = time.monotonic()
+        self._last_idle = False
+        self._line_open = False
+
+    def __call__(self, event: DriverEvent) -> None:
+        if event.kind in ("committed", "positions"):
+            self.records += int(event.fields.get("records", 0))
+            self.batches += 1 if event.kind == "committed" else 0
+        if self.live:
+            self._live(event)
+        else:
+            self._plain(event)
+
+    def _plain(self, event: DriverEvent) -> None:
+        if event.kind == "idle":
+            if self._last_idle:
+                return
+            self._last_idle = True
+        else:
+            self._last_idle = False
+        prefix = "WARNING " if event.warning else ""
+        rate = ""
+        if event.kind == "committed":
+            seconds = float(event.fields.get("seconds", 0.0)) or 1e-9
+            rate = f" ({int(event.fields.get('records', 0)) / seconds:,.0f} records/s)"
+        print(f"{time.strftime('%H:%M:%S')} {prefix}{event.message}{rate}", file=self.out, flush=True)
+
+    def _live(self, event: DriverEvent) -> None:
+        if event.warning or event.kind in ("caught-up", "stopped", "started"):
+            self._clear()
+            print(("WARNING " if event.warning else "") + event.message, file=self.out, flush=True)
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        lag = event.fields.get("lag")
+        status = {
+            "planned": f"batch {event.batch_id}: planned {int(event.fields.get('offsets', 0)):,} offsets",
+            "launched": f"batch {event.batch_id}: running {event.fields.get('executors')} executor(s)",
+            "idle": "waiting for new records",
+        }.get(event.kind, event.message)
+        line = (f"\r\033[K{status} | {self.batches} batches, {self.records:,} records, "
+                f"{self.records / elapsed:,.0f} records/s" + (f" | lag {int(lag):,}" if lag is not None else ""))
+        self.out.write(line)
+        self.out.flush()
+        self._line_open = True
+
+    def _clear(self) -> None:
+        if self._line_open:
+            self.out.write("\r\033[K")
+            self._line_open = False
+
+    def close(self) -> None:
+        if self._line_open:
+            self.out.write("\n")
+            self._line_open = False
+
+
+def offsets_table(
+    committed: Mapping[TopicPartition, int], latest: Mapping[TopicPartition, int] | None
+) -> str:
+    tps = sorted(set(committed) | set(latest or {}))
+    rows = []
+    for tp in tps:
+        end = (latest or {}).get(tp)
+        done = committed.get(tp)
+        lag: object = "-" if end is None or done is None else max(0, end - done)
+        rows.append([tp[0], tp[1], "-" if done is None else done, "-" if end is None else end, lag])
+    return table(["TOPIC", "PARTITION", "COMMITTED", "LATEST", "LAG"], rows)
+
+
+def ledger_table(state: StreamState) -> str:
+    rows = [
+        [e.batch_id, e.attempts, e.partitions, e.records, e.bytes, f"{e.seconds:.2f}s",
+         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.committed_at)), e.note or ""]
+        for e in reversed(state.ledger)
+    ]
+    return table(["BATCH", "ATTEMPTS", "RANGES", "RECORDS", "BYTES", "DURATION", "COMMITTED AT", "NOTE"], rows)

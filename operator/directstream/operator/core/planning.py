@@ -1,0 +1,238 @@
+"""Batch planning: a pure function from (spec, committed offsets, watermarks) to offset ranges.
+
+This is the driver's half of the direct model. Everything that decides *which* offsets a
+batch reads lives here, so a retried or resumed batch can be checked against it and the
+invariants (contiguous, never past latest, rate caps respected) can be property-tested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from directstream.executor.contract import OffsetRange
+
+from .spec import StreamSpec
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Watermarks:
+    """Log start offset and the latest readable offset (the LSO under read_committed)."""
+
+    earliest: int
+    latest: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataLoss:
+    """Offsets a batch could not read: ``[expected, resumed_at)`` no longer exist."""
+
+    topic: str
+    partition: int
+    expected: int  # where the batch should have started (the committed offset)
+    resumed_at: int  # where reading can resume (the log start, or earliest after a reset)
+    reason: str  # "deleted" (below log start) or "ahead-of-log" (committed > latest)
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.resumed_at - self.expected)
+
+    def __str__(self) -> str:
+        if self.reason == "ahead-of-log":
+            return (
+                f"{self.topic}[{self.partition}]: committed offset {self.expected} is past the end of "
+                f"the log ({self.resumed_at} after reset); the topic was truncated or recreated"
+            )
+        return (
+            f"{self.topic}[{self.partition}] offsets {self.expected}..{self.resumed_at} "
+            f"({self.lost} records) were deleted before they were read (log now starts at {self.resumed_at})"
+        )
+
+
+class DataLossError(RuntimeError):
+    """``onDataLoss: fail`` and some committed offsets no longer exist in the log."""
+
+    def __init__(self, losses: tuple[DataLoss, ...]) -> None:
+        self.losses = losses
+        super().__init__("data loss: " + "; ".join(str(loss) for loss in losses))
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInputs:
+    committed: Mapping[TopicPartition, int]
+    watermarks: Mapping[TopicPartition, Watermarks]  # every partition the stream reads now
+    # Offsets resolved for ``startingOffsets: {timestamp}`` (adapter: offsets_for_times).
+    timestamp_offsets: Mapping[TopicPartition, int] = field(default_factory=dict)
+    # Records/s for the whole stream from the backpressure controller; None = no estimate.
+    backpressure_rate: float | None = None
+    first_batch: bool = False
+    # Hard end per partition (``stopAt: latest`` / ``--until-caught-up``); None = no end.
+    stop_offsets: Mapping[TopicPartition, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """The ranges of one batch: one per partition, including empty ones (a position to record)."""
+
+    batch_id: int
+    ranges: tuple[OffsetRange, ...]
+    data_loss: tuple[DataLoss, ...] = ()
+    new_partitions: tuple[TopicPartition, ...] = ()
+    rate_capped: bool = False  # some range stopped short of latest: there is a backlog
+
+    @property
+    def record_ranges(self) -> tuple[OffsetRange, ...]:
+        return tuple(r for r in self.ranges if r.count > 0)
+
+    @property
+    def offsets(self) -> int:
+        return sum(r.count for r in self.ranges)
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """What is committed once the batch succeeds."""
+        return {(r.topic, r.partition): r.until_offset for r in self.ranges}
+
+    def changes_positions(self, committed: Mapping[TopicPartition, int]) -> bool:
+        return any(committed.get(tp) != until for tp, until in self.next_offsets().items())
+
+
+def starting_offset(spec: StreamSpec, tp: TopicPartition, marks: Watermarks, inputs: PlanInputs) -> int:
+    """Where a partition with nothing committed starts.
+
+    ``startingOffsets`` applies to the partitions present at the first batch. A partition
+    that appears later (new partition or new matching topic) starts at its earliest offset,
+    as in Spark, because every record in it was written after the stream started; an explicit
+    offset for it still wins.
+    """
+    start = spec.starting_offsets
+    topic, partition = tp
+    if start.kind == "offsets":
+        explicit = start.offsets.get(topic, {}).get(partition)
+        if explicit is not None:
+            return min(max(explicit, marks.earliest), marks.latest)
+        return marks.earliest
+    if not inputs.first_batch:
+        return marks.earliest
+    if start.kind == "latest":
+        return marks.latest
+    if start.kind == "timestamp":
+        resolved = inputs.timestamp_offsets.get(tp, marks.latest)
+        return min(max(resolved, marks.earliest), marks.latest)
+    return marks.earliest
+
+
+def per_partition_caps(
+    spec: StreamSpec, inputs: PlanInputs, lags: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """The most records each partition may contribute to this batch (absent = unlimited)."""
+    interval = spec.batch_interval_seconds
+    caps: dict[TopicPartition, int] = {}
+    limit = spec.rate.max_per_partition
+    if limit > 0:
+        # Never zero, or a very low rate would stall the stream.
+        caps = dict.fromkeys(lags, max(1, math.floor(limit * interval)))
+    bp = spec.rate.backpressure
+    if bp.enabled and inputs.backpressure_rate is not None:
+        # Spark's split of an estimated total rate: shares proportional to lag, with a floor.
+        total_lag = sum(lags.values())
+        floor = max(1, math.floor(bp.min_per_partition * interval))
+        for tp, lag in lags.items():
+            share = lag / total_lag * inputs.backpressure_rate * interval if total_lag else 0.0
+            cap = max(floor, math.floor(share))
+            caps[tp] = min(caps.get(tp, cap), cap)
+    if inputs.first_batch and spec.rate.first_batch_max_records > 0:
+        shares = proportional_shares(spec.rate.first_batch_max_records, lags)
+        for tp, share in shares.items():
+            caps[tp] = min(caps.get(tp, share), share)
+    return caps
+
+
+def proportional_shares(total: int, weights: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Split ``total`` into integer shares proportional to ``weights``, summing to at most
+    ``total``, each at most its weight (largest-remainder method, deterministic order)."""
+    weight_sum = sum(weights.values())
+    if weight_sum <= total:
+        return dict(weights)
+    exact = {tp: total * w / weight_sum for tp, w in weights.items()}
+    shares = {tp: math.floor(x) for tp, x in exact.items()}
+    leftover = total - sum(shares.values())
+    by_remainder = sorted(exact, key=lambda tp: (-(exact[tp] - shares[tp]), tp))
+    for tp in by_remainder[:leftover]:
+        shares[tp] += 1
+    return shares
+
+
+def plan_batch(spec: StreamSpec, inputs: PlanInputs, batch_id: int) -> BatchPlan:
+    """Fix the ``[from, until)`` of every partition for batch ``batch_id``.
+
+    Raises ``DataLossError`` when committed offsets were deleted (or are past the log) and
+    ``onDataLoss`` is ``fail``; the committed offsets are then left exactly as they were.
+    """
+    starts: dict[TopicPartition, int] = {}
+    losses: list[DataLoss] = []
+    new: list[TopicPartition] = []
+    for tp in sorted(inputs.watermarks):
+        marks = inputs.watermarks[tp]
+        committed = inputs.committed.get(tp)
+        if committed is None:
+            starts[tp] = starting_offset(spec, tp, marks, inputs)
+            new.append(tp)
+        elif committed < marks.earliest:
+            losses.append(DataLoss(tp[0], tp[1], committed, marks.earliest, "deleted"))
+            starts[tp] = marks.earliest
+        elif committed > marks.latest:
+            losses.append(DataLoss(tp[0], tp[1], committed, marks.earliest, "ahead-of-log"))
+            starts[tp] = marks.earliest
+        else:
+            starts[tp] = committed
+    if losses and spec.on_data_loss == "fail":
+        raise DataLossError(tuple(losses))
+
+    ends: dict[TopicPartition, int] = {}
+    for tp, start in starts.items():
+        end = inputs.watermarks[tp].latest
+        if inputs.stop_offsets is not None:
+            end = min(end, max(start, inputs.stop_offsets.get(tp, start)))
+        ends[tp] = end
+    lags = {tp: ends[tp] - starts[tp] for tp in starts}
+    caps = per_partition_caps(spec, inputs, lags)
+    capped = False
+    ranges = []
+    for tp, start in starts.items():
+        until = ends[tp]
+        cap = caps.get(tp)
+        if cap is not None and until - start > cap:
+            until = start + cap
+            capped = True
+        ranges.append(OffsetRange(tp[0], tp[1], start, until))
+    return BatchPlan(batch_id, tuple(ranges), tuple(losses), tuple(new), capped)
+
+
+def split_work(
+    ranges: tuple[OffsetRange, ...], max_units: int, max_records: int = 0
+) -> tuple[tuple[OffsetRange, ...], ...]:
+    """Split a plan's non-empty ranges into at most ``max_units`` work units balanced by
+    record count. A range above ``max_records`` (0 = never) is cut into near-equal pieces
+    first, so a hot partition can be read by several executors. Deterministic: a retried
+    batch gets the same units."""
+    pieces: list[OffsetRange] = []
+    for rng in sorted(r for r in ranges if r.count > 0):
+        n = math.ceil(rng.count / max_records) if max_records > 0 else 1
+        bounds = [rng.from_offset + (rng.count * i) // n for i in range(n + 1)]
+        pieces.extend(
+            OffsetRange(rng.topic, rng.partition, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)
+        )
+    if not pieces:
+        return ()
+    n_units = min(max_units, len(pieces))
+    loads = [0] * n_units
+    units: list[list[OffsetRange]] = [[] for _ in range(n_units)]
+    # Longest-processing-time-first: largest piece to the least loaded unit.
+    for piece in sorted(pieces, key=lambda r: (-r.count, r)):
+        target = min(range(n_units), key=lambda i: (loads[i], i))
+        units[target].append(piece)
+        loads[target] += piece.count
+    return tuple(tuple(sorted(unit)) for unit in units)

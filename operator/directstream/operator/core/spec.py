@@ -1,0 +1,444 @@
+"""The DirectStream spec as typed, validated objects.
+
+``parse_stream`` turns a manifest (the same YAML that is ``kubectl apply``-ed) into a
+``StreamSpec`` or raises ``SpecError`` listing every problem with the path of its field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from directstream.operator.core.durations import format_duration, parse_duration
+from directstream.operator.core.spec_fields import (
+    DNS_SUBDOMAIN,
+    Problems,
+    Section,
+    check_int,
+    check_name,
+    check_pattern,
+    check_topic_name,
+    describe,
+    join,
+    read_bootstrap_servers,
+    timestamp_millis,
+    type_name,
+)
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "BackpressureSpec",
+    "ExecutorsSpec",
+    "FieldProblem",
+    "KafkaSpec",
+    "ProcessorSpec",
+    "RateSpec",
+    "SpecError",
+    "StartingOffsets",
+    "StreamSpec",
+    "format_duration",
+    "parse_duration",
+    "parse_spec",
+    "parse_stream",
+]
+
+API_VERSION = "directstream.io/v1alpha1"
+KIND = "DirectStream"
+
+IsolationLevel = Literal["read_committed", "read_uncommitted"]
+Sink = Literal["jsonl", "kafka", "stdout", "count", "python"]
+OnDataLoss = Literal["fail", "earliest"]
+StopAt = Literal["never", "latest"]
+StartKind = Literal["earliest", "latest", "timestamp", "offsets"]
+
+ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("read_committed", "read_uncommitted")
+SINKS: tuple[Sink, ...] = ("jsonl", "kafka", "stdout", "count", "python")
+ON_DATA_LOSS: tuple[OnDataLoss, ...] = ("fail", "earliest")
+STOP_AT: tuple[StopAt, ...] = ("never", "latest")
+MAX_EXECUTORS = 1000
+
+# Kafka's own internal topics; like the Java consumer (exclude.internal.topics), a pattern never selects them.
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    path: str  # e.g. "spec.rate.maxPerPartition"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A manifest that is not a valid DirectStream; ``problems`` names each bad field."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class KafkaSpec:
+    bootstrap_servers: str
+    isolation_level: IsolationLevel = "read_committed"
+    config: Mapping[str, str] = field(default_factory=dict)
+    config_from_secret: str | None = None  # spec.kafka.configFrom.secretRef.name (cluster only)
+
+
+@dataclass(frozen=True)
+class StartingOffsets:
+    kind: StartKind = "earliest"
+    timestamp_ms: int | None = None  # kind == "timestamp"
+    offsets: Mapping[str, Mapping[int, int]] = field(default_factory=dict)  # kind == "offsets"
+
+
+@dataclass(frozen=True)
+class BackpressureSpec:
+    enabled: bool = False
+    min_per_partition: float = 100.0
+
+
+@dataclass(frozen=True)
+class RateSpec:
+    max_per_partition: float = 0.0  # records/s per partition; 0 = unlimited
+    first_batch_max_records: int = 0  # 0 = no extra cap on the first batch
+    backpressure: BackpressureSpec = field(default_factory=BackpressureSpec)
+
+
+@dataclass(frozen=True)
+class ExecutorsSpec:
+    max: int = 4
+    max_records: int = 0  # split a range above this many records; 0 = never split
+    image: str = ""
+    # Pod settings passed through to the executor pods (cluster only), as Kubernetes JSON.
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    env: tuple[Mapping[str, Any], ...] = ()
+    service_account_name: str = ""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    security_context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessorSpec:
+    sink: Sink = "jsonl"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    kafka: KafkaSpec
+    namespace: str = "default"
+    topics: tuple[str, ...] = ()
+    topic_pattern: str | None = None
+    group_id: str = ""  # defaults to name
+    starting_offsets: StartingOffsets = field(default_factory=StartingOffsets)
+    batch_interval_seconds: float = 5.0
+    rate: RateSpec = field(default_factory=RateSpec)
+    executors: ExecutorsSpec = field(default_factory=ExecutorsSpec)
+    processor: ProcessorSpec = field(default_factory=ProcessorSpec)
+    on_data_loss: OnDataLoss = "fail"
+    max_attempts: int = 3
+    suspend: bool = False
+    stop_at: StopAt = "never"
+
+    @property
+    def effective_group_id(self) -> str:
+        """The Kafka consumer group: ``groupId``, else the stream's name (``parse_spec`` fills it in)."""
+        return self.group_id or self.name
+
+    def matches_topic(self, topic: str) -> bool:
+        """Whether ``topic`` belongs to this stream: listed in ``topics``, or matched by ``topicPattern``.
+
+        The pattern must match the whole topic name (``re.fullmatch``), as Spark's ``SubscribePattern`` and
+        the Java consumer do (``Matcher.matches``): ``clicks-.*`` and ``^clicks-.*$`` select the same topics,
+        and ``clicks`` does not select ``clicks-eu``. Kafka's internal topics are never matched by a pattern.
+        """
+        if self.topic_pattern is None:
+            return topic in self.topics
+        return topic not in INTERNAL_TOPICS and re.fullmatch(self.topic_pattern, topic) is not None
+
+
+# Client settings the driver and executors own; a user value would break offset handling or be ignored.
+FORBIDDEN_KAFKA_CONFIG = {
+    "group.id": "set spec.groupId instead",
+    "enable.auto.commit": "the driver commits offsets itself after each batch succeeds; remove it",
+    "isolation.level": "set spec.kafka.isolationLevel instead",
+    "bootstrap.servers": "set spec.kafka.bootstrapServers instead",
+    "auto.offset.reset": "set spec.startingOffsets (and spec.onDataLoss for lost offsets) instead",
+}
+_ENTRY_POINT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_PARTITION_KEY = re.compile(r"\d{1,10}")
+_SPEC_DEFAULTS = StreamSpec(name="", kafka=KafkaSpec(bootstrap_servers=""))
+
+
+def parse_stream(doc: Mapping[str, Any], *, default_namespace: str = "default") -> StreamSpec:
+    """A whole ``DirectStream`` manifest (as loaded from YAML) as a ``StreamSpec``; raises ``SpecError``."""
+    problems = Problems()
+    if not isinstance(doc, Mapping):
+        problems.add("", f"expected a DirectStream manifest (a mapping), got {describe(doc)}")
+        raise _spec_error(problems)
+    top = Section(doc, "", problems)
+    for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
+        value = top.required(key)
+        if value is not None and value != expected:
+            problems.add(key, f"expected {expected!r}, got {describe(value)}")
+    metadata = top.section("metadata", required=True)
+    name = check_name(metadata.required("name"), "metadata.name", problems)
+    namespace = check_name(metadata.raw("namespace"), "metadata.namespace", problems) or default_namespace
+    top.raw("status")  # present in manifests saved with `kubectl get -o yaml`; not ours to read
+    spec = top.required("spec")
+    top.close()  # metadata is not closed: labels, annotations, uid and the like are Kubernetes' business
+    if spec is not None and not isinstance(spec, Mapping):
+        problems.add("spec", f"expected a mapping, got {describe(spec)}")
+    stream = _read_spec(Section(spec if isinstance(spec, Mapping) else {}, "spec", problems), name, namespace)
+    if problems.items:
+        raise _spec_error(problems)
+    return stream
+
+
+def parse_spec(name: str, spec: Mapping[str, Any], namespace: str = "default") -> StreamSpec:
+    """A bare ``spec`` mapping (as kopf hands it over) of the stream ``name``; raises ``SpecError``."""
+    problems = Problems()
+    checked_name = check_name(name, "metadata.name", problems)
+    if not isinstance(spec, Mapping):
+        problems.add("spec", f"expected a mapping, got {describe(spec)}")
+        raise _spec_error(problems)
+    stream = _read_spec(Section(spec, "spec", problems), checked_name, namespace)
+    if problems.items:
+        raise _spec_error(problems)
+    return stream
+
+
+def _spec_error(problems: Problems) -> SpecError:
+    return SpecError([FieldProblem(path, message) for path, message in problems.items])
+
+
+def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
+    d = _SPEC_DEFAULTS
+    kafka = _read_kafka(s.section("kafka", required=True))
+    topics, pattern = _read_subscription(s)
+    starting = _read_starting_offsets(s, topics, pattern)
+    stream = StreamSpec(
+        name=name,
+        namespace=namespace,
+        kafka=kafka,
+        topics=topics,
+        topic_pattern=pattern,
+        group_id=s.string("groupId", name, non_empty=True),
+        starting_offsets=starting,
+        batch_interval_seconds=_read_interval(s, d.batch_interval_seconds),
+        rate=_read_rate(s.section("rate"), d.rate),
+        executors=_read_executors(s.section("executors"), d.executors),
+        processor=_read_processor(s.section("processor"), d.processor),
+        on_data_loss=s.choice("onDataLoss", d.on_data_loss, ON_DATA_LOSS),
+        max_attempts=s.integer("maxAttempts", d.max_attempts, minimum=1),
+        suspend=s.boolean("suspend", d.suspend),
+        stop_at=s.choice("stopAt", d.stop_at, STOP_AT),
+    )
+    s.close()
+    return stream
+
+
+def _read_kafka(s: Section) -> KafkaSpec:
+    servers = read_bootstrap_servers(s)
+    isolation = s.choice("isolationLevel", _SPEC_DEFAULTS.kafka.isolation_level, ISOLATION_LEVELS)
+    config: dict[str, str] = {}
+    for key, value in s.mapping("config").items():
+        path = join(s.at("config"), key)
+        if key in FORBIDDEN_KAFKA_CONFIG:
+            s.problems.add(path, f"{key!r} is managed by directstream: {FORBIDDEN_KAFKA_CONFIG[key]}")
+        elif isinstance(value, bool):
+            config[key] = "true" if value else "false"  # librdkafka's spelling, not Python's
+        elif isinstance(value, str | int | float):
+            config[key] = str(value)
+        else:
+            # Never echo the value: this map may hold a password.
+            s.problems.add(path, f"expected a string, number or boolean, got {type_name(value)}")
+    secret = None
+    config_from = s.section("configFrom")
+    if config_from.data:  # an empty configFrom reads no Secret
+        secret_ref = config_from.section("secretRef", required=True)
+        secret = secret_ref.string("name", "", required=True, non_empty=True) or None
+        if secret is not None and not DNS_SUBDOMAIN.fullmatch(secret):
+            s.problems.add(secret_ref.at("name"), f"{secret!r} is not a valid Secret name")
+            secret = None
+        secret_ref.close()
+    config_from.close()
+    s.close()
+    return KafkaSpec(servers, isolation, config, secret)
+
+
+def _read_subscription(s: Section) -> tuple[tuple[str, ...], str | None]:
+    raw_topics, raw_pattern = s.raw("topics"), s.raw("topicPattern")
+    if raw_topics is not None and raw_pattern is not None:
+        s.problems.add(s.at("topicPattern"), "set either spec.topics or spec.topicPattern, not both")
+        return (), None
+    if raw_topics is None and raw_pattern is None:
+        s.problems.add(s.at("topics"), "required: set spec.topics (a list) or spec.topicPattern (a regex)")
+        return (), None
+    if raw_pattern is not None:
+        return (), check_pattern(raw_pattern, s.at("topicPattern"), s.problems)
+    path = s.at("topics")
+    if not isinstance(raw_topics, list | tuple):
+        s.problems.add(path, f"expected a list of topic names, got {describe(raw_topics)}")
+        return (), None
+    if not raw_topics:
+        s.problems.add(path, "must list at least one topic")
+    topics: list[str] = []
+    for index, item in enumerate(raw_topics):
+        topic = check_topic_name(item, join(path, index), s.problems)
+        if topic is not None and topic in topics:
+            s.problems.add(join(path, index), f"topic {topic!r} is listed twice")
+        elif topic is not None:
+            topics.append(topic)
+    return tuple(topics), None
+
+
+def _read_starting_offsets(s: Section, topics: tuple[str, ...], pattern: str | None) -> StartingOffsets:
+    value = s.raw("startingOffsets")
+    path = s.at("startingOffsets")
+    expected = "expected earliest, latest, {timestamp: ...} or {offsets: {topic: {partition: offset}}}"
+    if value is None:
+        return StartingOffsets()
+    if value in ("earliest", "latest"):
+        return StartingOffsets(kind="earliest" if value == "earliest" else "latest")
+    if not isinstance(value, Mapping):
+        s.problems.add(path, f"{expected}, got {describe(value)}")
+        return StartingOffsets()
+    section = Section(value, path, s.problems)
+    timestamp, offsets = section.raw("timestamp"), section.raw("offsets")
+    section.close()
+    if (timestamp is None) == (offsets is None):
+        s.problems.add(path, f"{expected}: give exactly one of timestamp or offsets")
+        return StartingOffsets()
+    if timestamp is not None:
+        millis = timestamp_millis(timestamp, section.at("timestamp"), s.problems)
+        return StartingOffsets(kind="timestamp", timestamp_ms=millis)
+    subscribed = StreamSpec(name="", kafka=KafkaSpec(""), topics=topics, topic_pattern=pattern)
+    return StartingOffsets(
+        kind="offsets", offsets=_read_explicit_offsets(offsets, section.at("offsets"), s, subscribed)
+    )
+
+
+def _read_explicit_offsets(
+    value: object, path: str, s: Section, subscribed: StreamSpec
+) -> dict[str, dict[int, int]]:
+    problems = s.problems
+    if not isinstance(value, Mapping) or not value:
+        problems.add(
+            path, f"expected a non-empty mapping topic -> {{partition: offset}}, got {describe(value)}"
+        )
+        return {}
+    result: dict[str, dict[int, int]] = {}
+    for topic, partitions in value.items():
+        topic_path = join(path, topic)
+        name = check_topic_name(topic, topic_path, problems)
+        if name is None:
+            continue
+        if (subscribed.topics or subscribed.topic_pattern) and not subscribed.matches_topic(name):
+            problems.add(topic_path, f"topic {name!r} is not subscribed by spec.topics / spec.topicPattern")
+        if not isinstance(partitions, Mapping):
+            problems.add(topic_path, f"expected a mapping partition -> offset, got {describe(partitions)}")
+            continue
+        chosen: dict[int, int] = {}
+        for key, offset in partitions.items():
+            key_path = join(topic_path, key)
+            if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= 2**31 - 1:
+                partition = key
+            elif isinstance(key, str) and _PARTITION_KEY.fullmatch(key) and int(key) <= 2**31 - 1:
+                partition = int(key)
+            else:
+                problems.add(key_path, f"partition must be a non-negative integer, got {describe(key)}")
+                continue
+            if partition in chosen:
+                problems.add(key_path, f"partition {partition} is given twice")
+                continue
+            if isinstance(offset, int) and not isinstance(offset, bool) and offset < 0:
+                problems.add(
+                    key_path, f"offset must be >= 0 (use startingOffsets: earliest/latest), got {offset}"
+                )
+                continue
+            checked = check_int(offset, key_path, problems, minimum=0)
+            if checked is not None:
+                chosen[partition] = checked
+        result[name] = chosen
+    return result
+
+
+def _read_interval(s: Section, default: float) -> float:
+    value, path = s.raw("batchInterval"), s.at("batchInterval")
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            s.problems.add(path, str(exc))
+            return default
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value) if abs(value) < 1e300 else float("inf")
+    else:
+        s.problems.add(path, f"expected a duration such as 5s or a number of seconds, got {describe(value)}")
+        return default
+    if not 0 < seconds < float("inf"):
+        s.problems.add(path, f"must be a positive finite duration, got {describe(value)}")
+        return default
+    return seconds
+
+
+def _read_rate(s: Section, d: RateSpec) -> RateSpec:
+    pressure = s.section("backpressure")
+    backpressure = BackpressureSpec(
+        enabled=pressure.boolean("enabled", d.backpressure.enabled),
+        min_per_partition=pressure.number("minPerPartition", d.backpressure.min_per_partition, positive=True),
+    )
+    pressure.close()
+    rate = RateSpec(
+        max_per_partition=s.number("maxPerPartition", d.max_per_partition, minimum=0),
+        first_batch_max_records=s.integer("firstBatchMaxRecords", d.first_batch_max_records, minimum=0),
+        backpressure=backpressure,
+    )
+    s.close()
+    return rate
+
+
+def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
+    executors = ExecutorsSpec(
+        max=s.integer("max", d.max, minimum=1, maximum=MAX_EXECUTORS),
+        max_records=s.integer("maxRecords", d.max_records, minimum=0),
+        image=s.string("image", d.image),
+        resources=s.mapping("resources"),
+        env=s.mapping_list("env"),
+        service_account_name=s.string("serviceAccountName", d.service_account_name),
+        node_selector=s.mapping("nodeSelector", string_values=True),
+        tolerations=s.mapping_list("tolerations"),
+        security_context=s.mapping("securityContext"),
+    )
+    s.close()
+    return executors
+
+
+def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
+    sink = s.choice("sink", d.sink, SINKS)
+    options = s.mapping("options")
+    s.close()
+    options_path = s.at("options")
+    required = {"jsonl": "directory", "kafka": "topic", "python": "entryPoint"}.get(sink)
+    if required is None:
+        return ProcessorSpec(sink, options)
+    value, path = options.get(required), join(options_path, required)
+    if value is None:
+        s.problems.add(path, f"required by the {sink} sink")
+    elif not isinstance(value, str) or not value.strip():
+        s.problems.add(path, f"expected a non-empty string, got {describe(value)}")
+    elif sink == "kafka":
+        check_topic_name(value, path, s.problems)
+    elif sink == "python" and not _ENTRY_POINT.fullmatch(value):
+        s.problems.add(path, f"{value!r} is not of the form 'package.module:callable'")
+    return ProcessorSpec(sink, options)

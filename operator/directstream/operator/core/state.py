@@ -1,0 +1,181 @@
+"""A stream's durable state: committed offsets, the write-ahead plan, the ledger.
+
+Local mode stores it in a state file and the operator in the resource's status; both use
+these pure transitions, so "record the plan, run it, commit it" means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from directstream.executor.contract import OffsetRange
+
+from .planning import BatchPlan, DataLoss, TopicPartition
+from .rate import RateState
+
+LEDGER_LIMIT = 20
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """A planned batch that has not committed yet: the write-ahead log entry."""
+
+    plan: BatchPlan
+    attempt: int
+    planned_at: float  # clock seconds; the scheduling delay is measured from here
+    first_error: str | None = None  # the latest failure, shown while the batch is retried
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    batch_id: int
+    attempts: int
+    partitions: int
+    records: int
+    bytes: int
+    seconds: float
+    committed_at: float
+    note: str = ""  # data loss skipped, rewind, ... (human readable)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "batch": self.batch_id,
+            "attempts": self.attempts,
+            "partitions": self.partitions,
+            "records": self.records,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "committedAt": round(self.committed_at, 3),
+        }
+        if self.note:
+            doc["note"] = self.note
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> LedgerEntry:
+        return cls(
+            batch_id=int(doc["batch"]),
+            attempts=int(doc["attempts"]),
+            partitions=int(doc["partitions"]),
+            records=int(doc["records"]),
+            bytes=int(doc["bytes"]),
+            seconds=float(doc["seconds"]),
+            committed_at=float(doc["committedAt"]),
+            note=str(doc.get("note", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    committed: Mapping[TopicPartition, int] = field(default_factory=dict)
+    pending: PendingBatch | None = None
+    next_batch_id: int = 1
+    ledger: tuple[LedgerEntry, ...] = ()
+    rate: RateState = field(default_factory=RateState)
+    records_total: int = 0
+
+    @property
+    def is_new(self) -> bool:
+        """Nothing was ever committed or planned (offsets may then come from the Kafka group)."""
+        return not self.committed and self.pending is None and self.next_batch_id == 1
+
+    def with_plan(self, plan: BatchPlan, now: float) -> StreamState:
+        """Record the plan before anything runs (the write-ahead log)."""
+        return replace(
+            self,
+            pending=PendingBatch(plan, attempt=1, planned_at=now),
+            next_batch_id=max(self.next_batch_id, plan.batch_id + 1),
+        )
+
+    def with_retry(self, error: str) -> StreamState:
+        """The same plan again, one attempt later."""
+        assert self.pending is not None
+        return replace(
+            self, pending=replace(self.pending, attempt=self.pending.attempt + 1, first_error=error)
+        )
+
+    def with_commit(self, entry: LedgerEntry) -> StreamState:
+        """The pending batch succeeded: its ends become the committed offsets."""
+        assert self.pending is not None
+        committed = dict(self.committed)
+        committed.update(self.pending.plan.next_offsets())
+        return replace(
+            self,
+            committed=committed,
+            pending=None,
+            ledger=(*self.ledger, entry)[-LEDGER_LIMIT:],
+            records_total=self.records_total + entry.records,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "committed": offsets_to_json(self.committed),
+            "pending": pending_to_json(self.pending),
+            "nextBatchId": self.next_batch_id,
+            "ledger": [e.to_json() for e in self.ledger],
+            "rate": self.rate.to_json(),
+            "recordsTotal": self.records_total,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> StreamState:
+        if doc.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported state version {doc.get('version')!r}")
+        return cls(
+            committed=offsets_from_json(doc.get("committed", {})),
+            pending=pending_from_json(doc.get("pending")),
+            next_batch_id=int(doc.get("nextBatchId", 1)),
+            ledger=tuple(LedgerEntry.from_json(e) for e in doc.get("ledger", [])),
+            rate=RateState.from_json(doc.get("rate")),
+            records_total=int(doc.get("recordsTotal", 0)),
+        )
+
+
+def offsets_to_json(offsets: Mapping[TopicPartition, int]) -> dict[str, dict[str, int]]:
+    """``{topic: {"partition": offset}}``, the shape users write in ``startingOffsets``."""
+    out: dict[str, dict[str, int]] = {}
+    for (topic, partition), offset in sorted(offsets.items()):
+        out.setdefault(topic, {})[str(partition)] = offset
+    return out
+
+
+def offsets_from_json(doc: Mapping[str, Mapping[str, int]]) -> dict[TopicPartition, int]:
+    return {(t, int(p)): int(o) for t, parts in doc.items() for p, o in parts.items()}
+
+
+def pending_to_json(pending: PendingBatch | None) -> dict[str, Any] | None:
+    if pending is None:
+        return None
+    plan = pending.plan
+    return {
+        "batch": plan.batch_id,
+        "attempt": pending.attempt,
+        "plannedAt": pending.planned_at,
+        "ranges": [r.to_json() for r in plan.ranges],
+        "dataLoss": [
+            [loss.topic, loss.partition, loss.expected, loss.resumed_at, loss.reason]
+            for loss in plan.data_loss
+        ],
+        "newPartitions": [list(tp) for tp in plan.new_partitions],
+        "rateCapped": plan.rate_capped,
+        "lastError": pending.first_error,
+    }
+
+
+def pending_from_json(doc: Mapping[str, Any] | None) -> PendingBatch | None:
+    if not doc:
+        return None
+    plan = BatchPlan(
+        batch_id=int(doc["batch"]),
+        ranges=tuple(OffsetRange.from_json(r) for r in doc["ranges"]),
+        data_loss=tuple(
+            DataLoss(str(t), int(p), int(e), int(r), str(why)) for t, p, e, r, why in doc["dataLoss"]
+        ),
+        new_partitions=tuple((str(t), int(p)) for t, p in doc.get("newPartitions", [])),
+        rate_capped=bool(doc.get("rateCapped", False)),
+    )
+    return PendingBatch(plan, int(doc["attempt"]), float(doc["plannedAt"]), doc.get("lastError"))

@@ -1,0 +1,294 @@
+"""The driver loop shared by local mode and the operator: plan, record, launch, commit.
+
+All I/O comes in through ports (offsets, state, launcher), so this module decides *when*
+things happen and the pure core decides *what* they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from directstream.executor.contract import ExecutorResult, KafkaClientSettings
+
+from .core.planning import BatchPlan, DataLossError, PlanInputs, TopicPartition, plan_batch
+from .core.rate import next_rate
+from .core.spec import StreamSpec
+from .core.state import LedgerEntry, StreamState
+from .core.work import build_work_units
+from .ports import DriverEvent, KafkaUnavailable, LauncherPort, Observer, OffsetsPort, StatePort
+
+RETRY_BACKOFF_MAX_S = 30.0
+
+
+class RunMode(Enum):
+    FOREVER = "forever"
+    ONCE = "once"
+    UNTIL_CAUGHT_UP = "until-caught-up"
+
+
+class BatchFailed(RuntimeError):
+    """A batch failed ``maxAttempts`` times; its plan stays recorded, nothing was committed."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    ok: bool
+    reason: str  # caught-up | once | stopped | suspended | data-loss | batch-failed | kafka-unavailable
+    message: str
+
+
+def describe_failures(results: list[ExecutorResult]) -> str:
+    parts = []
+    for r in results:
+        where = f" at {r.failed_at.topic}[{r.failed_at.partition}] offset {r.failed_at.offset}" if r.failed_at else ""
+        parts.append(f"executor {r.index}{where}: {r.error or 'failed without a message'}")
+    return "; ".join(parts)
+
+
+def lag_of(committed: Mapping[TopicPartition, int], latest: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    return {tp: max(0, end - committed.get(tp, end)) for tp, end in latest.items()}
+
+
+class Driver:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        offsets: OffsetsPort,
+        state: StatePort,
+        launcher: LauncherPort,
+        executor_kafka: KafkaClientSettings,
+        observe: Observer,
+        clock: Callable[[], float] = time.time,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self._offsets = offsets
+        self._store = state
+        self._launcher = launcher
+        self._executor_kafka = executor_kafka
+        self._observe = observe
+        self._now = clock
+        self._retry_backoff_s = retry_backoff_s
+        self._stop = asyncio.Event()
+        self._group_behind = False
+        self.latest: dict[TopicPartition, int] = {}
+
+    def request_stop(self) -> None:
+        """Stop at the next batch boundary (a running batch finishes and commits first)."""
+        self._stop.set()
+
+    def _emit(self, kind: str, message: str, batch_id: int | None = None, warning: bool = False, **fields: object) -> None:
+        self._observe(DriverEvent(kind, message, batch_id, warning, fields))  # type: ignore[arg-type]
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds > 0 and not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+            except TimeoutError:
+                pass
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    async def load_state(self) -> StreamState:
+        """The stored state; for a stream never run, offsets the Kafka group already has.
+        If the group drifted from the stored offsets, say so and put the group right."""
+        state = await self._store.load()
+        group = await self._offsets.committed(self.spec.group_id)
+        if state.is_new:
+            if group:
+                self._emit("started", f"resuming from the offsets of consumer group {self.spec.group_id}")
+                state = replace(state, committed=group)
+            return state
+        drift = {tp: (off, group.get(tp)) for tp, off in state.committed.items() if group.get(tp) != off}
+        if drift:
+            sample = ", ".join(f"{t}[{p}] stored {s} group {g}" for (t, p), (s, g) in sorted(drift.items())[:5])
+            self._emit("drift", f"consumer group {self.spec.group_id} differs from the stored offsets ({sample}); "
+                       "re-committing the stored offsets", warning=True)
+            await self._offsets.commit(self.spec.group_id, state.committed)
+        return state
+
+    # -- planning ---------------------------------------------------------------------------
+
+    async def plan_next(self, state: StreamState, stop_offsets: Mapping[TopicPartition, int] | None) -> BatchPlan:
+        tps = await self._offsets.partitions()
+        marks = await self._offsets.watermarks(tps)
+        self.latest = {tp: m.latest for tp, m in marks.items()}
+        first = state.next_batch_id == 1 and not state.committed
+        timestamp_offsets: dict[TopicPartition, int] = {}
+        start = self.spec.starting_offsets
+        fresh = [tp for tp in tps if tp not in state.committed]
+        if start.kind == "timestamp" and first and fresh and start.timestamp_ms is not None:
+            timestamp_offsets = await self._offsets.offsets_for_timestamp(fresh, start.timestamp_ms)
+        inputs = PlanInputs(
+            committed=state.committed,
+            watermarks=marks,
+            timestamp_offsets=timestamp_offsets,
+            backpressure_rate=state.rate.rate,
+            first_batch=first,
+            stop_offsets=stop_offsets,
+        )
+        return plan_batch(self.spec, inputs, state.next_batch_id)
+
+    # -- one batch --------------------------------------------------------------------------
+
+    async def run_batch(
+        self, state: StreamState, stop_offsets: Mapping[TopicPartition, int] | None = None
+    ) -> tuple[StreamState, BatchPlan | None]:
+        """Plan (or resume) one batch, run it to success and commit it.
+
+        Returns the new state and the committed plan (None when there was nothing to do).
+        Raises DataLossError, BatchFailed or KafkaUnavailable with committed offsets unchanged.
+        """
+        if state.pending is not None:
+            plan = state.pending.plan
+            self._emit("resumed", f"batch {plan.batch_id}: resuming the recorded plan "
+                       f"(attempt {state.pending.attempt}, {plan.offsets} offsets)", plan.batch_id)
+            if not self.latest:
+                marks = await self._offsets.watermarks([(r.topic, r.partition) for r in plan.ranges])
+                self.latest = {tp: m.latest for tp, m in marks.items()}
+        else:
+            plan = await self.plan_next(state, stop_offsets)
+            if not plan.changes_positions(state.committed):
+                self._emit("idle", "no new records", lag=sum(lag_of(state.committed, self.latest).values()))
+                return state, None
+            for loss in plan.data_loss:
+                self._emit("data-loss", f"batch {plan.batch_id}: {loss}; skipping to offset {loss.resumed_at} "
+                           "(onDataLoss: earliest)", plan.batch_id, warning=True, lost=loss.lost)
+            state = state.with_plan(plan, self._now())
+            await self._store.save(state)  # the write-ahead log: durable before any executor starts
+            self._emit("planned", f"batch {plan.batch_id}: {len(plan.record_ranges)} ranges, "
+                       f"{plan.offsets} offsets", plan.batch_id, offsets=plan.offsets)
+        started = self._now()
+        state, results = await self._run_attempts(state)
+        return await self._commit(state, results, started), plan
+
+    async def _run_attempts(self, state: StreamState) -> tuple[StreamState, list[ExecutorResult]]:
+        attempts_here = 0
+        while True:
+            assert state.pending is not None
+            plan, attempt = state.pending.plan, state.pending.attempt
+            units = build_work_units(self.spec, plan, attempt, self._executor_kafka)
+            if not units:
+                return state, []
+            self._emit("launched", f"batch {plan.batch_id} attempt {attempt}: {len(units)} executor(s)",
+                       plan.batch_id, executors=len(units), attempt=attempt)
+            results = await self._launcher.run(units)
+            failures = [r for r in results if not r.ok]
+            if not failures:
+                return state, results
+            attempts_here += 1
+            reason = describe_failures(failures)
+            if attempts_here >= self.spec.max_attempts:
+                state = state.with_retry(reason)  # the next run starts from attempt + 1 of the same plan
+                await self._store.save(state)
+                message = (f"batch {plan.batch_id} failed {attempts_here} time(s) (maxAttempts "
+                           f"{self.spec.max_attempts}); committed offsets unchanged: {reason}")
+                self._emit("failed", message, plan.batch_id, warning=True)
+                raise BatchFailed(message)
+            state = state.with_retry(reason)
+            await self._store.save(state)
+            backoff = min(RETRY_BACKOFF_MAX_S, self._retry_backoff_s * 2 ** (attempts_here - 1))
+            self._emit("retrying", f"batch {plan.batch_id} attempt {attempt} failed, retrying the same ranges "
+                       f"in {backoff:.1f}s: {reason}", plan.batch_id, warning=True, attempt=attempt + 1)
+            await asyncio.sleep(backoff)
+
+    async def _commit(self, state: StreamState, results: list[ExecutorResult], started: float) -> StreamState:
+        assert state.pending is not None
+        pending = state.pending
+        plan = pending.plan
+        now = self._now()
+        records = sum(r.records for r in results)
+        notes = [f"skipped {loss.lost} lost records on {loss.topic}[{loss.partition}]" for loss in plan.data_loss]
+        entry = LedgerEntry(
+            batch_id=plan.batch_id,
+            attempts=pending.attempt,
+            partitions=len(plan.record_ranges),
+            records=records,
+            bytes=sum(r.bytes for r in results),
+            seconds=now - pending.planned_at,
+            committed_at=now,
+            note="; ".join(notes),
+        )
+        state = state.with_commit(entry)
+        if self.spec.rate.backpressure.enabled:
+            state = replace(state, rate=next_rate(
+                state.rate, now=now, records=records, processing_seconds=now - started,
+                scheduling_delay_seconds=max(0.0, started - pending.planned_at),
+                interval_seconds=self.spec.batch_interval_seconds,
+                min_rate=self.spec.rate.backpressure.min_per_partition,
+            ))
+        await self._store.save(state)  # the stored offsets are the source of truth
+        await self._commit_group(state.committed if self._group_behind else plan.next_offsets(), plan.batch_id)
+        lag = sum(lag_of(state.committed, self.latest).values())
+        kind = "committed" if plan.record_ranges else "positions"
+        self._emit(kind, f"batch {plan.batch_id} committed: {records} records in {entry.seconds:.2f}s, lag {lag}",
+                   plan.batch_id, records=records, bytes=entry.bytes, seconds=entry.seconds, lag=lag,
+                   attempts=pending.attempt)
+        return state
+
+    async def _commit_group(self, offsets: Mapping[TopicPartition, int], batch_id: int) -> None:
+        try:
+            await self._offsets.commit(self.spec.group_id, offsets)
+            self._group_behind = False
+        except KafkaUnavailable as exc:
+            # The batch is committed in the stored state; the group catches up at the next commit.
+            self._group_behind = True
+            self._emit("drift", f"batch {batch_id}: stored offsets committed, but the consumer group "
+                       f"{self.spec.group_id} could not be updated: {exc}", batch_id, warning=True)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, mode: RunMode = RunMode.FOREVER) -> RunOutcome:
+        if self.spec.suspend:
+            return RunOutcome(True, "suspended", "the stream is suspended (spec.suspend: true); nothing to run")
+        if self.spec.stop_at == "latest" and mode is RunMode.FOREVER:
+            mode = RunMode.UNTIL_CAUGHT_UP
+        kafka_failures = 0
+        try:
+            state = await self.load_state()
+            targets: dict[TopicPartition, int] | None = None
+            if mode is RunMode.UNTIL_CAUGHT_UP:
+                marks = await self._offsets.watermarks(await self._offsets.partitions())
+                targets = {tp: m.latest for tp, m in marks.items()}
+        except KafkaUnavailable as exc:
+            return RunOutcome(False, "kafka-unavailable", str(exc))
+        next_tick = self._now()
+        while not self._stop.is_set():
+            if targets is not None and state.pending is None and self._caught_up(state, targets):
+                message = f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
+                self._emit("caught-up", message)
+                return RunOutcome(True, "caught-up", message)
+            try:
+                state, plan = await self.run_batch(state, targets)
+                kafka_failures = 0
+            except DataLossError as exc:
+                message = f"{exc}; committed offsets unchanged (onDataLoss: fail)"
+                self._emit("failed", message, warning=True)
+                return RunOutcome(False, "data-loss", message)
+            except BatchFailed as exc:
+                return RunOutcome(False, "batch-failed", str(exc))
+            except KafkaUnavailable as exc:
+                kafka_failures += 1
+                self._emit("kafka-unavailable", str(exc), warning=True, failures=kafka_failures)
+                if mode is not RunMode.FOREVER and kafka_failures >= 3:
+                    return RunOutcome(False, "kafka-unavailable", str(exc))
+                await self._sleep(min(RETRY_BACKOFF_MAX_S, self._retry_backoff_s * 2**kafka_failures))
+                continue
+            if mode is RunMode.ONCE:
+                return RunOutcome(True, "once", "one batch done" if plan else "no new records")
+            if plan is not None and plan.rate_capped:
+                next_tick = self._now()  # a backlog: start the next batch right away
+                continue
+            next_tick = max(next_tick + self.spec.batch_interval_seconds, self._now() - 1e-3)
+            await self._sleep(next_tick - self._now())
+        self._emit("stopped", "stopped at a batch boundary")
+        return RunOutcome(True, "stopped", "stopped at a batch boundary")
+
+    @staticmethod
+    def _caught_up(state: StreamState, targets: Mapping[TopicPartition, int]) -> bool:
+        return all(state.committed.get(tp, -1) >= end for tp, end in targets.items())
