@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -32,8 +33,10 @@ NODE_NAME = "directstream-test-node"
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-# Start order; `down` stops in reverse so the node can still reach the API while it kills its pods.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node")
+
+
+# Processes started by this invocation, to notice an early exit exactly.
+STARTED: dict[str, subprocess.Popen[bytes]] = {}
 
 
 class ClusterError(Exception):
@@ -52,21 +55,66 @@ def openssl(*args: str) -> None:
 
 def make_pki(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=directstream-ca",
-            "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=directstream-ca",
+        "-keyout",
+        str(pki / "ca.key"),
+        "-out",
+        str(pki / "ca.crt"),
+    )
     # The apiserver is reached as 127.0.0.1 from the host and from pods, and by its in-cluster names.
-    sans = ",".join([
-        "IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
-        "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
-    ])
+    sans = ",".join(
+        [
+            "IP:127.0.0.1",
+            f"IP:{SERVICE_IP}",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
     (pki / "apiserver.ext").write_text(
         f"subjectAltName={sans}\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     )
-    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
-            "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"))
-    openssl("x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"),
-            "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650",
-            "-extfile", str(pki / "apiserver.ext"), "-out", str(pki / "apiserver.crt"))
+    openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=kube-apiserver",
+        "-keyout",
+        str(pki / "apiserver.key"),
+        "-out",
+        str(pki / "apiserver.csr"),
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(pki / "apiserver.csr"),
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        str(pki / "apiserver.ext"),
+        "-out",
+        str(pki / "apiserver.crt"),
+    )
     openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
     for f in pki.iterdir():
@@ -77,8 +125,12 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -
     ca_data = base64.b64encode(ca.read_bytes()).decode()
     # JSON is valid YAML, so no YAML library is needed.
     cfg = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "directstream",
-        "clusters": [{"name": "directstream", "cluster": {"server": server, "certificate-authority-data": ca_data}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "directstream",
+        "clusters": [
+            {"name": "directstream", "cluster": {"server": server, "certificate-authority-data": ca_data}}
+        ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "directstream", "context": {"cluster": "directstream", "user": user}}],
     }
@@ -91,8 +143,11 @@ def init_state(state: Path) -> dict[str, Any]:
     state.mkdir(parents=True, exist_ok=True)
     make_pki(state / "pki")
     cfg: dict[str, Any] = {
-        "etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port(),
-        "kcm": free_port(), "scheduler": free_port(),
+        "etcd_client": free_port(),
+        "etcd_peer": free_port(),
+        "apiserver": free_port(),
+        "kcm": free_port(),
+        "scheduler": free_port(),
         "tokens": {u: secrets.token_hex(24) for u in ("admin", "kcm", "scheduler", "node")},
     }
     t = cfg["tokens"]
@@ -120,39 +175,88 @@ def command_for(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> l
     etcd_url = f"http://127.0.0.1:{cfg['etcd_client']}"
     peer_url = f"http://127.0.0.1:{cfg['etcd_peer']}"
     if name == "etcd":
-        return ["etcd", "--name=directstream", f"--data-dir={state / 'etcd'}",
-                f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=directstream={peer_url}", "--initial-cluster-state=new",
-                "--logger=zap", "--log-level=warn", "--quota-backend-bytes=2147483648",
-                "--snapshot-count=10000"]
+        return [
+            "etcd",
+            "--name=directstream",
+            f"--data-dir={state / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=directstream={peer_url}",
+            "--initial-cluster-state=new",
+            "--logger=zap",
+            "--log-level=warn",
+            "--quota-backend-bytes=2147483648",
+            "--snapshot-count=10000",
+            # etcd 3.4.23 cannot answer the apiserver's progress requests; periodic progress
+            # notifications keep its watch cache fresh, or watches without a resourceVersion time out.
+            "--experimental-watch-progress-notify-interval=500ms",
+        ]
     if name == "kube-apiserver":
-        return [str(bin_dir / name), f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={cfg['apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={state / 'tokens.csv'}",
-                "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-                f"--service-account-issuer={ISSUER}", f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}", "--endpoint-reconciler-type=none",
-                "--allow-privileged=true", "--profiling=false", "--v=1"]
+        return [
+            str(bin_dir / name),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={cfg['apiserver']}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--token-auth-file={state / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--service-account-issuer={ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]
     if name == "kube-controller-manager":
         kc = state / "kcm.kubeconfig"
-        return [str(bin_dir / name), f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1", f"--secure-port={cfg['kcm']}",
-                f"--cert-dir={state / 'kcm-certs'}", "--leader-elect=false", "--controllers=*",
-                f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-                "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--profiling=false", "--v=1"]
+        return [
+            str(bin_dir / name),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={cfg['kcm']}",
+            f"--cert-dir={state / 'kcm-certs'}",
+            "--leader-elect=false",
+            "--controllers=*",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--profiling=false",
+            "--v=1",
+        ]
     if name == "kube-scheduler":
         kc = state / "scheduler.kubeconfig"
-        return [str(bin_dir / name), f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1",
-                f"--secure-port={cfg['scheduler']}", f"--cert-dir={state / 'scheduler-certs'}",
-                "--leader-elect=false", "--profiling=false", "--v=1"]
+        return [
+            str(bin_dir / name),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={cfg['scheduler']}",
+            f"--cert-dir={state / 'scheduler-certs'}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
     if name == "node":
-        return [str(ROOT / ".venv" / "bin" / "python"), "-m", "tests.harness.node",
-                f"--kubeconfig={state / 'node.kubeconfig'}", f"--name={NODE_NAME}", f"--state={state / 'node'}"]
+        return [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "tests.harness.node",
+            f"--kubeconfig={state / 'node.kubeconfig'}",
+            f"--name={NODE_NAME}",
+            f"--state={state / 'node'}",
+        ]
     raise ValueError(name)
 
 
@@ -176,15 +280,25 @@ def start(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> None:
         env.pop("VIRTUAL_ENV", None)
     with open(state / f"{name}.log", "ab") as log:
         # Own session: survives the calling shell; `down` stops it by pid.
-        proc = subprocess.Popen(command_for(name, state, bin_dir, cfg), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            command_for(name, state, bin_dir, cfg),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
     (state / f"{name}.pid").write_text(str(proc.pid))
+    STARTED[name] = proc
 
 
 def api_get(state: Path, cfg: dict[str, Any], path: str) -> tuple[int, Any]:
     ctx = ssl.create_default_context(cafile=str(state / "pki" / "ca.crt"))
-    req = urllib.request.Request(f"https://127.0.0.1:{cfg['apiserver']}{path}",
-                                 headers={"Authorization": f"Bearer {cfg['tokens']['admin']}"})
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{cfg['apiserver']}{path}",
+        headers={"Authorization": f"Bearer {cfg['tokens']['admin']}"},
+    )
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
             body = resp.read()
@@ -245,44 +359,53 @@ def up(state: Path, bin_dir: Path) -> None:
     ensure_alive("kube-apiserver", state, bin_dir, cfg)
 
     def apiserver_ready() -> bool:
-        if pid_of(state, "kube-apiserver") is None:
+        proc = STARTED.get("kube-apiserver")
+        if proc is not None and proc.poll() is not None:
             raise ClusterError(f"kube-apiserver exited; see {state / 'kube-apiserver.log'}")
         return api_get(state, cfg, "/readyz")[0] == 200
 
     wait_until("kube-apiserver /readyz", 120, apiserver_ready, state, "kube-apiserver")
     for name in ("kube-controller-manager", "kube-scheduler", "node"):
         ensure_alive(name, state, bin_dir, cfg)
-    wait_until("the default ServiceAccount", 120,
-               lambda: api_get(state, cfg, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
-               state, "kube-controller-manager")
+    wait_until(
+        "the default ServiceAccount",
+        120,
+        lambda: api_get(state, cfg, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+        state,
+        "kube-controller-manager",
+    )
     wait_until(f"node {NODE_NAME} Ready", 60, lambda: node_ready(state, cfg), state, "node")
 
 
-def stop(pid: int, grace: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def stop(pids: list[int], grace: float) -> None:
+    """TERM all at once, KILL what is left after grace."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
         time.sleep(0.1)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and not _zombie(p)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def down(state: Path) -> None:
     if not state.exists():
         return
-    for name in reversed(COMPONENTS):
-        pid = pid_of(state, name)
-        if pid is not None:
-            stop(pid, 20 if name == "node" else 10)
+    # The node first (it stops its pods), then the control plane together, etcd last.
+    for group in (["node"], ["kube-scheduler", "kube-controller-manager", "kube-apiserver"], ["etcd"]):
+        pids = [p for p in (pid_of(state, n) for n in group) if p is not None]
+        stop(pids, 20 if group == ["node"] else 10)
     # Whatever the node could not stop itself (it records each container's process group).
     run_dir = state / "node" / "run"
     if run_dir.is_dir():

@@ -77,7 +77,9 @@ class ObjectCache:
                         data[k] = base64.b64decode(v).decode(errors="replace")
                 else:
                     sec = self.core.read_namespaced_secret(name, self.namespace)
-                    data = {k: base64.b64decode(v).decode(errors="replace") for k, v in (sec.data or {}).items()}
+                    data = {
+                        k: base64.b64decode(v).decode(errors="replace") for k, v in (sec.data or {}).items()
+                    }
                 self._cache[key] = data
             except ApiException as e:
                 if e.status != 404:
@@ -107,7 +109,9 @@ def _key_ref(objects: ObjectCache, kind: str, ref: Any) -> str | None:
         if ref.optional:
             return None
         what = "configmap" if kind == "configmap" else "secret"
-        missing = f'{what} "{ref.name}" not found' if data is None else f'couldn\'t find key {ref.key} in {what}'
+        missing = (
+            f'{what} "{ref.name}" not found' if data is None else f"couldn't find key {ref.key} in {what}"
+        )
         raise EnvError(missing)
     return data[ref.key]
 

@@ -91,12 +91,16 @@ def materialise(core: client.CoreV1Api, pod: Any, objects: ObjectCache, root: Pa
                     _write_items(dest, data, cm.items, cm.optional, cm.name)
                 elif src.secret is not None:
                     s = src.secret
-                    _write_items(dest, _source(objects, "secret", s.name, s.optional), s.items, s.optional, s.name)
+                    _write_items(
+                        dest, _source(objects, "secret", s.name, s.optional), s.items, s.optional, s.name
+                    )
                 elif src.downward_api is not None:
                     _downward(dest, pod, src.downward_api.items)
         elif vol.config_map is not None:
             cm = vol.config_map
-            _write_items(dest, _source(objects, "configmap", cm.name, cm.optional), cm.items, cm.optional, cm.name)
+            _write_items(
+                dest, _source(objects, "configmap", cm.name, cm.optional), cm.items, cm.optional, cm.name
+            )
         elif vol.secret is not None:
             s = vol.secret
             data = _source(objects, "secret", s.secret_name, s.optional)
@@ -140,4 +144,15 @@ def launcher(mounts: list[Mount], workdir: str, argv: list[str]) -> list[str]:
             lines.append(f"mount -o remount,bind,ro {t}")
     lines.append(f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)}")
     lines.append('exec "$@"')
-    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines), "sh", *argv]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        "\n".join(lines),
+        "sh",
+        *argv,
+    ]

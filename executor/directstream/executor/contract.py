@@ -143,7 +143,9 @@ class WorkUnit:
                 kafka=KafkaClientSettings.from_json(doc["kafka"]),
                 processor=ProcessorSettings.from_json(doc["processor"]),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except ContractError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ContractError(f"malformed work unit: {exc!r}") from exc
 
     @classmethod
@@ -202,11 +204,16 @@ class ExecutorResult:
         text = json.dumps(self.to_json(), separators=(",", ":"))
         if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT or self.error is None:
             return text
-        overflow = len(text.encode()) - TERMINATION_MESSAGE_LIMIT + 16
-        shortened = self.error.encode()[: max(0, len(self.error.encode()) - overflow)]
+        # JSON escapes make a character cost 1 to 12 bytes, so cut by the overflow until it fits:
+        # each cut removes at least as many bytes as characters.
         doc = self.to_json()
-        doc["error"] = shortened.decode(errors="ignore") + " …"
-        return json.dumps(doc, separators=(",", ":"))
+        error = self.error
+        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and error:
+            overflow = len(text.encode()) - TERMINATION_MESSAGE_LIMIT
+            error = error[: max(0, len(error) - max(overflow, 16))]
+            doc["error"] = error + " …"
+            text = json.dumps(doc, separators=(",", ":"))
+        return text
 
     @classmethod
     def loads(cls, text: str) -> ExecutorResult:

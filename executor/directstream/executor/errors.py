@@ -5,7 +5,7 @@ from __future__ import annotations
 from directstream.executor.contract import OffsetRange
 
 
-class RangeFailure(Exception):
+class RangeFailedError(Exception):
     """Processing ``range`` failed at ``offset`` (the first offset not processed)."""
 
     def __init__(self, range_: OffsetRange, offset: int, reason: str) -> None:
@@ -15,7 +15,7 @@ class RangeFailure(Exception):
         super().__init__(f"range {range_} failed at offset {offset}: {reason}")
 
 
-class ExecutorStopped(Exception):
+class StopRequestedError(Exception):
     """A stop was requested (SIGTERM) before the work unit finished."""
 
 

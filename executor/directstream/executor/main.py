@@ -31,7 +31,7 @@ from typing import Any
 from directstream.executor.contract import ContractError, ExecutorResult, WorkUnit
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors import build_processor
-from directstream.executor.reader import ReaderOptions, check_ranges
+from directstream.executor.reader import DEFAULT_CHUNK_SIZE, ReaderOptions, check_ranges
 from directstream.executor.runner import run_unit
 
 log = logging.getLogger("directstream.executor")
@@ -39,7 +39,7 @@ TERMINATION_LOG = Path("/dev/termination-log")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-class BadInput(Exception):
+class BadInputError(Exception):
     """Input that cannot become a work unit; ``index`` is set when known (for a result)."""
 
     def __init__(self, message: str, doc: Any = None, index: int | None = None) -> None:
@@ -58,9 +58,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=float(os.environ.get("DIRECTSTREAM_STALL_TIMEOUT", "60")),
         help="fail a range after this many seconds without progress (default 60)",
     )
-    parser.add_argument(
-        "--chunk-size", type=int, default=ReaderOptions.chunk_size, help="records per consume call"
-    )
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="records per consume call")
     parser.add_argument(
         "--progress-interval", type=float, default=10.0, help="seconds between progress lines"
     )
@@ -73,27 +71,27 @@ def _unit_text(args: argparse.Namespace) -> tuple[str, int | None]:
         try:
             text = sys.stdin.read() if args.work_unit == "-" else Path(args.work_unit).read_text()
         except OSError as exc:
-            raise BadInput(f"cannot read work unit {args.work_unit}: {exc}") from exc
+            raise BadInputError(f"cannot read work unit {args.work_unit}: {exc}") from exc
         return text, None
     single = os.environ.get("DIRECTSTREAM_WORK_UNIT")
     if single:
         return single, None
     many, index_text = os.environ.get("DIRECTSTREAM_WORK_UNITS"), os.environ.get("JOB_COMPLETION_INDEX")
     if not many:
-        raise BadInput(
+        raise BadInputError(
             "no work unit: give --work-unit FILE, $DIRECTSTREAM_WORK_UNIT or $DIRECTSTREAM_WORK_UNITS"
         )
     if index_text is None or not index_text.strip().isdigit():
-        raise BadInput(
+        raise BadInputError(
             f"$DIRECTSTREAM_WORK_UNITS needs $JOB_COMPLETION_INDEX (an integer), got {index_text!r}"
         )
     index = int(index_text)
     try:
         units = json.loads(many)
     except json.JSONDecodeError as exc:
-        raise BadInput(f"$DIRECTSTREAM_WORK_UNITS is not JSON: {exc}", index=index) from exc
+        raise BadInputError(f"$DIRECTSTREAM_WORK_UNITS is not JSON: {exc}", index=index) from exc
     if not isinstance(units, list) or not 0 <= index < len(units):
-        raise BadInput(f"$DIRECTSTREAM_WORK_UNITS has no unit at index {index}", index=index)
+        raise BadInputError(f"$DIRECTSTREAM_WORK_UNITS has no unit at index {index}", index=index)
     return json.dumps(units[index]), index
 
 
@@ -102,12 +100,12 @@ def _load_unit(args: argparse.Namespace) -> WorkUnit:
     try:
         doc: Any = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInput(f"work unit is not JSON: {exc}", index=index) from exc
+        raise BadInputError(f"work unit is not JSON: {exc}", index=index) from exc
     try:
         unit = WorkUnit.loads(text)
         check_ranges(unit.ranges)
     except (ContractError, ConfigurationError, ValueError) as exc:
-        raise BadInput(f"invalid work unit: {exc}", doc, index) from exc
+        raise BadInputError(f"invalid work unit: {exc}", doc, index) from exc
     return unit
 
 
@@ -123,10 +121,10 @@ def _write_result(result: ExecutorResult, args: argparse.Namespace) -> None:
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
     except OSError as exc:
-        log.error("cannot write the result to %s: %s", target or TERMINATION_LOG, exc)
+        log.error("cannot write the result to %s: %s", target or TERMINATION_LOG, exc)  # noqa: TRY400
 
 
-def _bad_input_result(error: BadInput) -> ExecutorResult | None:
+def _bad_input_result(error: BadInputError) -> ExecutorResult | None:
     index = error.index if error.index is not None else error.doc.get("index")
     if not isinstance(index, int):
         return None
@@ -161,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         processor = build_processor(unit.processor, unit)
         options = ReaderOptions(chunk_size=args.chunk_size, stall_timeout=args.stall_timeout)
         result = run_unit(unit, processor, options, stop.is_set, args.progress_interval)
-    except BadInput as exc:
-        log.error("bad input: %s", exc)
+    except BadInputError as exc:
+        log.error("bad input: %s", exc)  # noqa: TRY400 (no traceback for bad input)
         bad_result = _bad_input_result(exc)
         if bad_result is not None:
             _write_result(bad_result, args)
         return EXIT_BAD_INPUT
     except ConfigurationError as exc:
-        log.error("bad input: %s", exc)
+        log.error("bad input: %s", exc)  # noqa: TRY400 (no traceback for bad input)
         _write_result(ExecutorResult(unit.batch_id, unit.attempt, unit.index, ok=False, error=str(exc)), args)
         return EXIT_BAD_INPUT
     _write_result(result, args)

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from directstream.executor.contract import OffsetRange, WorkUnit
-from directstream.executor.errors import ConfigurationError, ExecutorStopped, RangeFailure
+from directstream.executor.errors import ConfigurationError, RangeFailedError, StopRequestedError
 from directstream.executor.records import KafkaRecord, message_offset
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ ENFORCED = {
     "enable.partition.eof": True,
     "auto.offset.reset": "error",
 }
+DEFAULT_CHUNK_SIZE = 10_000
 _message_error = Message.error
 _message_partition = Message.partition
 _TRANSIENT_ERRORS = {
@@ -53,13 +54,13 @@ _TRANSIENT_ERRORS = {
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._TIMED_OUT,
     KafkaError._RESOLVE,
-    KafkaError.NOT_LEADER_OR_FOLLOWER,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
 }
 _OUT_OF_RANGE_ERRORS = {KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET}
 
 
-def _topic_partition(message: Message) -> tuple[str, int]:
+def _topic_partition(message: Message) -> tuple[str | None, int | None]:
     return (message.topic(), message.partition())
 
 
@@ -90,7 +91,7 @@ def consumer_config(
 
 @dataclass(frozen=True, slots=True)
 class ReaderOptions:
-    chunk_size: int = 10_000
+    chunk_size: int = DEFAULT_CHUNK_SIZE
     poll_timeout: float = 0.5
     stall_timeout: float = 60.0
 
@@ -159,7 +160,7 @@ class RangeReader:
     def _read(self, consumer: Any, ranges: list[OffsetRange]) -> Iterator[ReadChunk]:
         now = time.monotonic()
         single_topic = len({r.topic for r in ranges}) == 1
-        states = {
+        states: dict[Any, _PartitionState] = {
             (r.partition if single_topic else (r.topic, r.partition)): _PartitionState(r, now) for r in ranges
         }
         group_key = _message_partition if single_topic else _topic_partition
@@ -167,7 +168,7 @@ class RangeReader:
         chunk_size, timeout = self._options.chunk_size, self._options.poll_timeout
         while states:
             if self._should_stop():
-                raise ExecutorStopped("stop requested")
+                raise StopRequestedError("stop requested")
             messages = consumer.consume(num_messages=chunk_size, timeout=timeout)
             now = time.monotonic()
             ends: dict[Any, int] = {}
@@ -180,10 +181,10 @@ class RangeReader:
                 if state is None:
                     continue  # a record fetched before its partition finished and was paused
                 records = list(run)
-                last = records[-1].offset()
+                last: int = records[-1].offset()
                 if last + 1 >= state.until:
                     if last >= state.until:
-                        records = records[: bisect_left(records, state.until, key=message_offset)]
+                        records = records[: bisect_left(records, state.until, key=message_offset)]  # type: ignore[arg-type]
                     finished.append(state)
                     del states[key]
                 state.position = last + 1
@@ -220,13 +221,13 @@ class RangeReader:
             code = error.code()
             key = group_key(message) if message.partition() is not None else None
             if code == KafkaError._PARTITION_EOF:
-                ends[key] = max(ends.get(key, -1), message.offset())
+                ends[key] = max(ends.get(key, -1), message.offset() or 0)
                 continue
             state = states.get(key)
             if code in _OUT_OF_RANGE_ERRORS and state is not None:
                 reported = message.offset()
                 offset = reported if reported is not None and reported >= 0 else state.position
-                raise RangeFailure(
+                raise RangeFailedError(
                     state.range,
                     offset,
                     f"offset {offset} is no longer (or not yet) in the log; retention may have deleted it: "
@@ -237,7 +238,7 @@ class RangeReader:
                 continue
             if state is None:
                 state = min(states.values(), key=lambda s: s.range)
-            raise RangeFailure(state.range, state.position, f"Kafka error {error.name()}: {error.str()}")
+            raise RangeFailedError(state.range, state.position, f"Kafka error {error.name()}: {error.str()}")
         return records
 
     @staticmethod
@@ -263,7 +264,7 @@ class RangeReader:
         limit = self._options.stall_timeout
         for state in states.values():
             if now - state.progress_at > limit:
-                raise RangeFailure(
+                raise RangeFailedError(
                     state.range,
                     state.position,
                     f"no progress for {limit:g}s; position reached {state.position} of until {state.until}",

@@ -26,6 +26,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
+# A consumed record's headers come as a list; a dict is accepted for records built by hand.
+Headers = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
+
 
 class KafkaRecord(Protocol):
     """What a processor may call on a record (``confluent_kafka.Message`` satisfies it)."""
@@ -35,7 +38,7 @@ class KafkaRecord(Protocol):
     def offset(self) -> int | None: ...
     def key(self) -> bytes | None: ...
     def value(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+    def headers(self) -> Headers | None: ...
     def timestamp(self) -> tuple[int, int]: ...
 
 
@@ -46,9 +49,8 @@ message_offset = Message.offset
 
 def payload_bytes(records: Sequence[KafkaRecord]) -> int:
     """Key plus value bytes of ``records`` (``len(message)`` is the value's length)."""
-    values = sum(map(len, records))  # type: ignore[arg-type]
-    keys = sum(map(len, filter(None, map(message_key, records))))
-    return int(values) + int(keys)
+    messages: Any = records  # Message's C methods only accept Messages; records are Messages
+    return sum(map(len, messages)) + sum(map(len, filter(None, map(message_key, messages))))
 
 
 def _put_bytes(doc: dict[str, Any], name: str, data: bytes | None) -> None:
@@ -84,7 +86,8 @@ def record_to_json(record: KafkaRecord) -> dict[str, Any]:
     _put_bytes(doc, "key", record.key())
     _put_bytes(doc, "value", record.value())
     headers = record.headers() or []
-    doc["headers"] = [_header_entry(name, data) for name, data in headers]
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    doc["headers"] = [_header_entry(name, data) for name, data in pairs]
     return doc
 
 

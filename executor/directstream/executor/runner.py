@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from directstream.executor.contract import ExecutorResult, FailedAt, OffsetRange, WorkUnit
-from directstream.executor.errors import ExecutorStopped, RangeFailure
+from directstream.executor.errors import RangeFailedError, StopRequestedError
 from directstream.executor.processors.base import Processor
 from directstream.executor.reader import RangeReader, ReaderOptions
 from directstream.executor.records import payload_bytes
@@ -70,11 +70,11 @@ def run_unit(
                     "progress: %d records, %d of %d ranges complete", records, completed, len(unit.ranges)
                 )
         return result()
-    except RangeFailure as failure:
+    except RangeFailedError as failure:
         _abort(processor, open_ranges)
         where = FailedAt(failure.range.topic, failure.range.partition, failure.offset)
         return result(str(failure), where)
-    except ExecutorStopped:
+    except StopRequestedError:
         _abort(processor, open_ranges)
         pending = ", ".join(str(r) for r in sorted(open_ranges)) or "none"
         return result(f"stopped before completing; ranges not completed: {pending}")
@@ -89,16 +89,16 @@ def run_unit(
 
 
 def _call(method: Callable[..., object], range_: OffsetRange, offset: int, name: str, *args: object) -> None:
-    """Call a processor method; its exceptions become a RangeFailure naming range and offset."""
+    """Call a processor method; its exceptions become a RangeFailedError naming range and offset."""
     try:
         if args:
             method(*args, range_)
         else:
             method(range_)
-    except (RangeFailure, ExecutorStopped):
+    except (RangeFailedError, StopRequestedError):
         raise
     except Exception as exc:
-        raise RangeFailure(range_, offset, f"processor {name} failed: {exc!r}") from exc
+        raise RangeFailedError(range_, offset, f"processor {name} failed: {exc!r}") from exc
 
 
 def _abort(processor: Processor, open_ranges: set[OffsetRange]) -> None:

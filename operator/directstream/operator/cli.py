@@ -1,8 +1,8 @@
 """``directstream``: run a DirectStream without Kubernetes (local mode), and inspect it.
 
-    directstream run FILE [--once | --until-caught-up] [--state-dir DIR]
-    directstream status FILE [--state-dir DIR]
-    directstream plan FILE [--state-dir DIR]
+directstream run FILE [--once | --until-caught-up] [--state-dir DIR]
+directstream status FILE [--state-dir DIR]
+directstream plan FILE [--state-dir DIR]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .core.planning import DataLossError
 from .core.spec import KIND, SpecError, StreamSpec, parse_stream
 from .core.work import build_work_units, executor_kafka_settings
 from .driver import Driver, RunMode
-from .ports import KafkaUnavailable
+from .ports import DriverEvent, KafkaUnavailable
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -103,20 +103,24 @@ async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: Progre
         state = await store.load()
         total = sum(e.records for e in state.ledger)
         print(f"{spec.name}: {outcome.message}", file=sys.stderr)
-        print(f"  records processed this run: {printer.records:,} in {printer.batches} batch(es); "
-              f"recent batches hold {total:,}", file=sys.stderr)
+        print(
+            f"  records processed this run: {printer.records:,} in {printer.batches} batch(es); "
+            f"recent batches hold {total:,}",
+            file=sys.stderr,
+        )
         if driver.latest:
             behind = sum(max(0, end - state.committed.get(tp, end)) for tp, end in driver.latest.items())
-            print(f"  committed offsets: {sum(state.committed.values()):,} over {len(state.committed)} "
-                  f"partition(s); lag {behind:,}", file=sys.stderr)
+            print(
+                f"  committed offsets: {sum(state.committed.values()):,} over {len(state.committed)} "
+                f"partition(s); lag {behind:,}",
+                file=sys.stderr,
+            )
         return 0 if outcome.ok else EXIT_FAILED
     finally:
         store.unlock()
 
 
-def _note(message: str) -> Any:
-    from .ports import DriverEvent
-
+def _note(message: str) -> DriverEvent:
     return DriverEvent("stopped", message)
 
 
@@ -125,8 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     mode = RunMode.ONCE if args.once else RunMode.UNTIL_CAUGHT_UP if args.until_caught_up else RunMode.FOREVER
     printer = ProgressPrinter()
     state_dir = state_dir_for(spec, args.state_dir)
-    print(f"{spec.name}: running in local mode (state in {state_dir}, group {spec.group_id}, "
-          f"Kafka {spec.kafka.bootstrap_servers})", file=sys.stderr)
+    print(
+        f"{spec.name}: running in local mode (state in {state_dir}, group {spec.group_id}, "
+        f"Kafka {spec.kafka.bootstrap_servers})",
+        file=sys.stderr,
+    )
     return asyncio.run(_run(spec, state_dir, mode, printer))
 
 
@@ -150,9 +157,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"total lag: {lag:,}")
     if state.pending:
         p = state.pending
-        print(f"\npending batch {p.plan.batch_id} (attempt {p.attempt}): "
-              f"{len(p.plan.record_ranges)} ranges, {p.plan.offsets:,} offsets"
-              + (f"\n  last error: {p.first_error}" if p.first_error else ""))
+        print(
+            f"\npending batch {p.plan.batch_id} (attempt {p.attempt}): "
+            f"{len(p.plan.record_ranges)} ranges, {p.plan.offsets:,} offsets"
+            + (f"\n  last error: {p.first_error}" if p.first_error else "")
+        )
     print("\n" + offsets_table(state.committed, latest))
     if state.ledger:
         print("\nrecent batches:\n" + ledger_table(state))
@@ -165,9 +174,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     state = read_state_file(state_dir)
 
     async def plan() -> Any:
-        driver = Driver(spec, offsets=KafkaOffsetsPort(KafkaOffsets(spec)), state=LocalStateStore(state_dir),
-                        launcher=LocalLauncher(state_dir / "attempts"),
-                        executor_kafka=executor_kafka_settings(spec), observe=lambda e: None)
+        driver = Driver(
+            spec,
+            offsets=KafkaOffsetsPort(KafkaOffsets(spec)),
+            state=LocalStateStore(state_dir),
+            launcher=LocalLauncher(state_dir / "attempts"),
+            executor_kafka=executor_kafka_settings(spec),
+            observe=lambda e: None,
+        )
         if state.pending is not None:
             return state.pending.plan, True
         loaded = await driver.load_state() if state.is_new else state
@@ -178,13 +192,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except DataLossError as exc:
         raise CliError(f"the next batch cannot be planned: {exc}") from exc
     kind = "recorded (resumes on the next run)" if resumed else "next"
-    print(f"{kind} batch {batch.batch_id}: {batch.offsets:,} offsets in {len(batch.record_ranges)} range(s)"
-          + (" (rate-capped: more is waiting)" if batch.rate_capped else ""))
+    print(
+        f"{kind} batch {batch.batch_id}: {batch.offsets:,} offsets in {len(batch.record_ranges)} range(s)"
+        + (" (rate-capped: more is waiting)" if batch.rate_capped else "")
+    )
     for loss in batch.data_loss:
         print(f"  data loss: {loss}")
     units = build_work_units(spec, batch, 1, executor_kafka_settings(spec))
-    rows = [[u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count] for u in units for r in u.ranges]
-    print(table(["EXECUTOR", "TOPIC", "PARTITION", "FROM", "UNTIL", "OFFSETS"], rows) if rows else "nothing to read")
+    rows = [
+        [u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count]
+        for u in units
+        for r in u.ranges
+    ]
+    print(
+        table(["EXECUTOR", "TOPIC", "PARTITION", "FROM", "UNTIL", "OFFSETS"], rows)
+        if rows
+        else "nothing to read"
+    )
     return 0
 
 
@@ -196,15 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("file", help="a DirectStream manifest (YAML), or - for stdin")
         cmd.add_argument("--state-dir", help="local state (default: .directstream/<name>)")
-        cmd.add_argument("--bootstrap-servers", default=os.environ.get("DIRECTSTREAM_BOOTSTRAP_SERVERS"),
-                         help="override spec.kafka.bootstrapServers (env DIRECTSTREAM_BOOTSTRAP_SERVERS)")
+        cmd.add_argument(
+            "--bootstrap-servers",
+            default=os.environ.get("DIRECTSTREAM_BOOTSTRAP_SERVERS"),
+            help="override spec.kafka.bootstrapServers (env DIRECTSTREAM_BOOTSTRAP_SERVERS)",
+        )
         return cmd
 
     run = add("run", "run the stream's batches with local executor processes")
     modes = run.add_mutually_exclusive_group()
     modes.add_argument("--once", action="store_true", help="run one batch and exit")
-    modes.add_argument("--until-caught-up", action="store_true",
-                       help="exit 0 once committed offsets reach the latest offsets seen at start")
+    modes.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="exit 0 once committed offsets reach the latest offsets seen at start",
+    )
     run.set_defaults(func=cmd_run)
     add("status", "committed offsets, lag per partition and recent batches").set_defaults(func=cmd_status)
     add("plan", "dry run: the next batch's ranges and executors").set_defaults(func=cmd_plan)
@@ -222,3 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"directstream: {exc}", file=sys.stderr)
         code = EXIT_FAILED
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

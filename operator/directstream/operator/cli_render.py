@@ -15,8 +15,12 @@ from .ports import DriverEvent
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(
+            c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
     return "\n".join(lines)
 
 
@@ -81,8 +85,10 @@ class ProgressPrinter:
             "launched": f"batch {event.batch_id}: running {event.fields.get('executors')} executor(s)",
             "idle": "waiting for new records",
         }.get(event.kind, event.message)
-        line = (f"\r\033[K{status} | {self.batches} batches, {self.records:,} records, "
-                f"{self.records / elapsed:,.0f} records/s" + (f" | lag {int(lag):,}" if lag is not None else ""))
+        line = (
+            f"\r\033[K{status} | {self.batches} batches, {self.records:,} records, "
+            f"{self.records / elapsed:,.0f} records/s" + (f" | lag {int(lag):,}" if lag is not None else "")
+        )
         self.out.write(line)
         self.out.flush()
         self._line_open = True
@@ -113,8 +119,18 @@ def offsets_table(
 
 def ledger_table(state: StreamState) -> str:
     rows = [
-        [e.batch_id, e.attempts, e.partitions, e.records, e.bytes, f"{e.seconds:.2f}s",
-         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.committed_at)), e.note or ""]
+        [
+            e.batch_id,
+            e.attempts,
+            e.partitions,
+            e.records,
+            e.bytes,
+            f"{e.seconds:.2f}s",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.committed_at)),
+            e.note or "",
+        ]
         for e in reversed(state.ledger)
     ]
-    return table(["BATCH", "ATTEMPTS", "RANGES", "RECORDS", "BYTES", "DURATION", "COMMITTED AT", "NOTE"], rows)
+    return table(
+        ["BATCH", "ATTEMPTS", "RANGES", "RECORDS", "BYTES", "DURATION", "COMMITTED AT", "NOTE"], rows
+    )

@@ -7,6 +7,7 @@ things happen and the pure core decides *what* they are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -44,12 +45,18 @@ class RunOutcome:
 def describe_failures(results: list[ExecutorResult]) -> str:
     parts = []
     for r in results:
-        where = f" at {r.failed_at.topic}[{r.failed_at.partition}] offset {r.failed_at.offset}" if r.failed_at else ""
+        where = (
+            f" at {r.failed_at.topic}[{r.failed_at.partition}] offset {r.failed_at.offset}"
+            if r.failed_at
+            else ""
+        )
         parts.append(f"executor {r.index}{where}: {r.error or 'failed without a message'}")
     return "; ".join(parts)
 
 
-def lag_of(committed: Mapping[TopicPartition, int], latest: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+def lag_of(
+    committed: Mapping[TopicPartition, int], latest: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
     return {tp: max(0, end - committed.get(tp, end)) for tp, end in latest.items()}
 
 
@@ -82,15 +89,15 @@ class Driver:
         """Stop at the next batch boundary (a running batch finishes and commits first)."""
         self._stop.set()
 
-    def _emit(self, kind: str, message: str, batch_id: int | None = None, warning: bool = False, **fields: object) -> None:
+    def _emit(
+        self, kind: str, message: str, batch_id: int | None = None, warning: bool = False, **fields: object
+    ) -> None:
         self._observe(DriverEvent(kind, message, batch_id, warning, fields))  # type: ignore[arg-type]
 
     async def _sleep(self, seconds: float) -> None:
         if seconds > 0 and not self._stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-            except TimeoutError:
-                pass
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -106,15 +113,23 @@ class Driver:
             return state
         drift = {tp: (off, group.get(tp)) for tp, off in state.committed.items() if group.get(tp) != off}
         if drift:
-            sample = ", ".join(f"{t}[{p}] stored {s} group {g}" for (t, p), (s, g) in sorted(drift.items())[:5])
-            self._emit("drift", f"consumer group {self.spec.group_id} differs from the stored offsets ({sample}); "
-                       "re-committing the stored offsets", warning=True)
+            sample = ", ".join(
+                f"{t}[{p}] stored {s} group {g}" for (t, p), (s, g) in sorted(drift.items())[:5]
+            )
+            self._emit(
+                "drift",
+                f"consumer group {self.spec.group_id} differs from the stored offsets ({sample}); "
+                "re-committing the stored offsets",
+                warning=True,
+            )
             await self._offsets.commit(self.spec.group_id, state.committed)
         return state
 
     # -- planning ---------------------------------------------------------------------------
 
-    async def plan_next(self, state: StreamState, stop_offsets: Mapping[TopicPartition, int] | None) -> BatchPlan:
+    async def plan_next(
+        self, state: StreamState, stop_offsets: Mapping[TopicPartition, int] | None
+    ) -> BatchPlan:
         tps = await self._offsets.partitions()
         marks = await self._offsets.watermarks(tps)
         self.latest = {tp: m.latest for tp, m in marks.items()}
@@ -146,8 +161,12 @@ class Driver:
         """
         if state.pending is not None:
             plan = state.pending.plan
-            self._emit("resumed", f"batch {plan.batch_id}: resuming the recorded plan "
-                       f"(attempt {state.pending.attempt}, {plan.offsets} offsets)", plan.batch_id)
+            self._emit(
+                "resumed",
+                f"batch {plan.batch_id}: resuming the recorded plan "
+                f"(attempt {state.pending.attempt}, {plan.offsets} offsets)",
+                plan.batch_id,
+            )
             if not self.latest:
                 marks = await self._offsets.watermarks([(r.topic, r.partition) for r in plan.ranges])
                 self.latest = {tp: m.latest for tp, m in marks.items()}
@@ -157,12 +176,22 @@ class Driver:
                 self._emit("idle", "no new records", lag=sum(lag_of(state.committed, self.latest).values()))
                 return state, None
             for loss in plan.data_loss:
-                self._emit("data-loss", f"batch {plan.batch_id}: {loss}; skipping to offset {loss.resumed_at} "
-                           "(onDataLoss: earliest)", plan.batch_id, warning=True, lost=loss.lost)
+                self._emit(
+                    "data-loss",
+                    f"batch {plan.batch_id}: {loss}; skipping to offset {loss.resumed_at} "
+                    "(onDataLoss: earliest)",
+                    plan.batch_id,
+                    warning=True,
+                    lost=loss.lost,
+                )
             state = state.with_plan(plan, self._now())
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
-            self._emit("planned", f"batch {plan.batch_id}: {len(plan.record_ranges)} ranges, "
-                       f"{plan.offsets} offsets", plan.batch_id, offsets=plan.offsets)
+            self._emit(
+                "planned",
+                f"batch {plan.batch_id}: {len(plan.record_ranges)} ranges, {plan.offsets} offsets",
+                plan.batch_id,
+                offsets=plan.offsets,
+            )
         started = self._now()
         state, results = await self._run_attempts(state)
         return await self._commit(state, results, started), plan
@@ -175,8 +204,13 @@ class Driver:
             units = build_work_units(self.spec, plan, attempt, self._executor_kafka)
             if not units:
                 return state, []
-            self._emit("launched", f"batch {plan.batch_id} attempt {attempt}: {len(units)} executor(s)",
-                       plan.batch_id, executors=len(units), attempt=attempt)
+            self._emit(
+                "launched",
+                f"batch {plan.batch_id} attempt {attempt}: {len(units)} executor(s)",
+                plan.batch_id,
+                executors=len(units),
+                attempt=attempt,
+            )
             results = await self._launcher.run(units)
             failures = [r for r in results if not r.ok]
             if not failures:
@@ -186,15 +220,23 @@ class Driver:
             if attempts_here >= self.spec.max_attempts:
                 state = state.with_retry(reason)  # the next run starts from attempt + 1 of the same plan
                 await self._store.save(state)
-                message = (f"batch {plan.batch_id} failed {attempts_here} time(s) (maxAttempts "
-                           f"{self.spec.max_attempts}); committed offsets unchanged: {reason}")
+                message = (
+                    f"batch {plan.batch_id} failed {attempts_here} time(s) (maxAttempts "
+                    f"{self.spec.max_attempts}); committed offsets unchanged: {reason}"
+                )
                 self._emit("failed", message, plan.batch_id, warning=True)
                 raise BatchFailed(message)
             state = state.with_retry(reason)
             await self._store.save(state)
             backoff = min(RETRY_BACKOFF_MAX_S, self._retry_backoff_s * 2 ** (attempts_here - 1))
-            self._emit("retrying", f"batch {plan.batch_id} attempt {attempt} failed, retrying the same ranges "
-                       f"in {backoff:.1f}s: {reason}", plan.batch_id, warning=True, attempt=attempt + 1)
+            self._emit(
+                "retrying",
+                f"batch {plan.batch_id} attempt {attempt} failed, retrying the same ranges "
+                f"in {backoff:.1f}s: {reason}",
+                plan.batch_id,
+                warning=True,
+                attempt=attempt + 1,
+            )
             await asyncio.sleep(backoff)
 
     async def _commit(self, state: StreamState, results: list[ExecutorResult], started: float) -> StreamState:
@@ -203,7 +245,9 @@ class Driver:
         plan = pending.plan
         now = self._now()
         records = sum(r.records for r in results)
-        notes = [f"skipped {loss.lost} lost records on {loss.topic}[{loss.partition}]" for loss in plan.data_loss]
+        notes = [
+            f"skipped {loss.lost} lost records on {loss.topic}[{loss.partition}]" for loss in plan.data_loss
+        ]
         entry = LedgerEntry(
             batch_id=plan.batch_id,
             attempts=pending.attempt,
@@ -216,19 +260,34 @@ class Driver:
         )
         state = state.with_commit(entry)
         if self.spec.rate.backpressure.enabled:
-            state = replace(state, rate=next_rate(
-                state.rate, now=now, records=records, processing_seconds=now - started,
-                scheduling_delay_seconds=max(0.0, started - pending.planned_at),
-                interval_seconds=self.spec.batch_interval_seconds,
-                min_rate=self.spec.rate.backpressure.min_per_partition,
-            ))
+            state = replace(
+                state,
+                rate=next_rate(
+                    state.rate,
+                    now=now,
+                    records=records,
+                    processing_seconds=now - started,
+                    scheduling_delay_seconds=max(0.0, started - pending.planned_at),
+                    interval_seconds=self.spec.batch_interval_seconds,
+                    min_rate=self.spec.rate.backpressure.min_per_partition,
+                ),
+            )
         await self._store.save(state)  # the stored offsets are the source of truth
-        await self._commit_group(state.committed if self._group_behind else plan.next_offsets(), plan.batch_id)
+        await self._commit_group(
+            state.committed if self._group_behind else plan.next_offsets(), plan.batch_id
+        )
         lag = sum(lag_of(state.committed, self.latest).values())
         kind = "committed" if plan.record_ranges else "positions"
-        self._emit(kind, f"batch {plan.batch_id} committed: {records} records in {entry.seconds:.2f}s, lag {lag}",
-                   plan.batch_id, records=records, bytes=entry.bytes, seconds=entry.seconds, lag=lag,
-                   attempts=pending.attempt)
+        self._emit(
+            kind,
+            f"batch {plan.batch_id} committed: {records} records in {entry.seconds:.2f}s, lag {lag}",
+            plan.batch_id,
+            records=records,
+            bytes=entry.bytes,
+            seconds=entry.seconds,
+            lag=lag,
+            attempts=pending.attempt,
+        )
         return state
 
     async def _commit_group(self, offsets: Mapping[TopicPartition, int], batch_id: int) -> None:
@@ -238,14 +297,21 @@ class Driver:
         except KafkaUnavailable as exc:
             # The batch is committed in the stored state; the group catches up at the next commit.
             self._group_behind = True
-            self._emit("drift", f"batch {batch_id}: stored offsets committed, but the consumer group "
-                       f"{self.spec.group_id} could not be updated: {exc}", batch_id, warning=True)
+            self._emit(
+                "drift",
+                f"batch {batch_id}: stored offsets committed, but the consumer group "
+                f"{self.spec.group_id} could not be updated: {exc}",
+                batch_id,
+                warning=True,
+            )
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, mode: RunMode = RunMode.FOREVER) -> RunOutcome:
         if self.spec.suspend:
-            return RunOutcome(True, "suspended", "the stream is suspended (spec.suspend: true); nothing to run")
+            return RunOutcome(
+                True, "suspended", "the stream is suspended (spec.suspend: true); nothing to run"
+            )
         if self.spec.stop_at == "latest" and mode is RunMode.FOREVER:
             mode = RunMode.UNTIL_CAUGHT_UP
         kafka_failures = 0
@@ -260,7 +326,9 @@ class Driver:
         next_tick = self._now()
         while not self._stop.is_set():
             if targets is not None and state.pending is None and self._caught_up(state, targets):
-                message = f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
+                message = (
+                    f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
+                )
                 self._emit("caught-up", message)
                 return RunOutcome(True, "caught-up", message)
             try:

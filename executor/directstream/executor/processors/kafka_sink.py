@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, Producer
 
 from directstream.executor.contract import OffsetRange, WorkUnit
-from directstream.executor.errors import ConfigurationError, RangeFailure
+from directstream.executor.errors import ConfigurationError, RangeFailedError
 from directstream.executor.processors.base import BaseProcessor
 from directstream.executor.reader import consumer_config
 from directstream.executor.records import KafkaRecord
@@ -90,14 +90,14 @@ class KafkaProcessor(BaseProcessor):
     def close_range(self, range_: OffsetRange) -> None:
         remaining = self._producer.flush(FLUSH_TIMEOUT_SECONDS)
         if remaining:
-            raise RangeFailure(
+            raise RangeFailedError(
                 range_, range_.from_offset, f"{remaining} records not delivered to {self.topic} in time"
             )
         self._raise_on_delivery_error(range_, range_.from_offset)
 
     def _raise_on_delivery_error(self, range_: OffsetRange, offset: int) -> None:
         if self._delivery_error is not None:
-            raise RangeFailure(range_, offset, self._delivery_error)
+            raise RangeFailedError(range_, offset, self._delivery_error)
 
     def close(self) -> None:
         # Outstanding records belong to aborted ranges; wait briefly so they are not torn mid-send.

@@ -72,7 +72,8 @@ class PythonProcessor(BaseProcessor):
         process = getattr(self.user, "process", None)
         if not callable(process):
             raise ConfigurationError(
-                f"python sink: the object returned by {options['entryPoint']!r} has no process(records, range)"
+                f"python sink: the object returned by {options['entryPoint']!r} "
+                "has no process(records, range) method"
             )
         self._process: Callable[[Sequence[KafkaRecord], OffsetRange], object] = process
         for name in _OPTIONAL_METHODS:

@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from ..core.planning import TopicPartition as TP
+from ..core.planning import TopicPartition as TopicPartitionKey
 from ..core.planning import Watermarks
 from ..core.spec import StreamSpec
 from ..ports import KafkaUnavailable
@@ -55,7 +55,7 @@ class KafkaOffsets:
             else IsolationLevel.READ_UNCOMMITTED
         )
 
-    def partitions(self) -> list[TP]:
+    def partitions(self) -> list[TopicPartitionKey]:
         """Every partition the stream reads now: its listed topics, or the topics matching its
         pattern. A listed topic that does not exist is an error (a typo should not idle)."""
         try:
@@ -70,7 +70,7 @@ class KafkaOffsets:
             names: Iterable[str] = self._spec.topics
         else:
             names = (t for t in topics if not t.startswith("__") and self._spec.matches_topic(t))
-        result: list[TP] = []
+        result: list[TopicPartitionKey] = []
         for name in names:
             meta = topics[name]
             if meta.error is not None:
@@ -78,7 +78,9 @@ class KafkaOffsets:
             result.extend((name, p) for p in meta.partitions)
         return sorted(result)
 
-    def _list_offsets(self, tps: Iterable[TP], spec: OffsetSpec, what: str) -> dict[TP, int]:
+    def _list_offsets(
+        self, tps: Iterable[TopicPartitionKey], spec: OffsetSpec, what: str
+    ) -> dict[TopicPartitionKey, int]:
         request = {TopicPartition(t, p): spec for t, p in tps}
         if not request:
             return {}
@@ -87,7 +89,7 @@ class KafkaOffsets:
         )
         return {(tp.topic, tp.partition): info.offset for tp, info in _wait(futures, what).items()}
 
-    def watermarks(self, tps: Iterable[TP]) -> dict[TP, Watermarks]:
+    def watermarks(self, tps: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, Watermarks]:
         """Earliest and latest (last stable under read_committed) offsets of all partitions:
         one batched ListOffsets request per broker for each end."""
         tps = list(tps)
@@ -95,16 +97,20 @@ class KafkaOffsets:
         latest = self._list_offsets(tps, OffsetSpec.latest(), "listing latest offsets")
         return {tp: Watermarks(earliest[tp], latest[tp]) for tp in tps}
 
-    def offsets_for_timestamp(self, tps: Iterable[TP], timestamp_ms: int) -> dict[TP, int]:
+    def offsets_for_timestamp(
+        self, tps: Iterable[TopicPartitionKey], timestamp_ms: int
+    ) -> dict[TopicPartitionKey, int]:
         """The first offset at or after ``timestamp_ms`` per partition (-1 = none yet: omitted)."""
         found = self._list_offsets(tps, OffsetSpec.for_timestamp(timestamp_ms), "looking up offsets by time")
         return {tp: offset for tp, offset in found.items() if offset >= 0}
 
-    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+    def commit(self, group: str, offsets: Mapping[TopicPartitionKey, int]) -> None:
         """Commit the whole batch's offsets to the group in one request."""
         if not offsets:
             return
-        request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        )
         futures = self._admin.alter_consumer_group_offsets([request], request_timeout=REQUEST_TIMEOUT_S)
         for result in _wait(futures, f"committing offsets of group {group}").values():
             failed = [tp for tp in result.topic_partitions if tp.error is not None]
@@ -114,12 +120,12 @@ class KafkaOffsets:
                     + ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in failed)
                 )
 
-    def committed(self, group: str) -> dict[TP, int]:
+    def committed(self, group: str) -> dict[TopicPartitionKey, int]:
         """The group's committed offsets (partitions without a commit are omitted)."""
         futures = self._admin.list_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
         )
-        out: dict[TP, int] = {}
+        out: dict[TopicPartitionKey, int] = {}
         for result in _wait(futures, f"reading offsets of group {group}").values():
             for tp in result.topic_partitions:
                 if tp.error is None and tp.offset >= 0:
@@ -133,17 +139,19 @@ class KafkaOffsetsPort:
     def __init__(self, offsets: KafkaOffsets) -> None:
         self._offsets = offsets
 
-    async def partitions(self) -> list[TP]:
+    async def partitions(self) -> list[TopicPartitionKey]:
         return await asyncio.to_thread(self._offsets.partitions)
 
-    async def watermarks(self, tps: list[TP]) -> dict[TP, Watermarks]:
+    async def watermarks(self, tps: list[TopicPartitionKey]) -> dict[TopicPartitionKey, Watermarks]:
         return await asyncio.to_thread(self._offsets.watermarks, tps)
 
-    async def offsets_for_timestamp(self, tps: list[TP], timestamp_ms: int) -> dict[TP, int]:
+    async def offsets_for_timestamp(
+        self, tps: list[TopicPartitionKey], timestamp_ms: int
+    ) -> dict[TopicPartitionKey, int]:
         return await asyncio.to_thread(self._offsets.offsets_for_timestamp, tps, timestamp_ms)
 
-    async def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+    async def commit(self, group: str, offsets: Mapping[TopicPartitionKey, int]) -> None:
         await asyncio.to_thread(self._offsets.commit, group, offsets)
 
-    async def committed(self, group: str) -> dict[TP, int]:
+    async def committed(self, group: str) -> dict[TopicPartitionKey, int]:
         return await asyncio.to_thread(self._offsets.committed, group)

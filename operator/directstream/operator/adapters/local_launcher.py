@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from directstream.executor.contract import ContractError, ExecutorResult, WorkUnit
 
@@ -24,6 +25,11 @@ KEEP_FAILED_ATTEMPTS = 20
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _prepare(unit: WorkUnit, unit_file: Path, log_file: Path) -> BinaryIO:
+    unit_file.write_text(unit.dumps())
+    return log_file.open("wb")
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -61,11 +67,14 @@ class LocalLauncher:
         unit_file = attempt_dir / f"unit-{unit.index}.json"
         result_file = attempt_dir / f"result-{unit.index}.json"
         log_file = attempt_dir / f"executor-{unit.index}.log"
-        unit_file.write_text(unit.dumps())
-        with open(log_file, "wb") as log:
+        log = await asyncio.to_thread(_prepare, unit, unit_file, log_file)
+        try:
             process = await asyncio.create_subprocess_exec(
                 *self.command,
-                "--work-unit", str(unit_file), "--result-file", str(result_file),
+                "--work-unit",
+                str(unit_file),
+                "--result-file",
+                str(result_file),
                 stdin=asyncio.subprocess.DEVNULL,
                 stderr=log,
                 preexec_fn=_die_with_parent,
@@ -77,6 +86,8 @@ class LocalLauncher:
                     process.terminate()
                     await process.wait()
                 raise
+        finally:
+            log.close()
         return self._result(unit, code, result_file, log_file)
 
     @staticmethod
@@ -93,7 +104,8 @@ class LocalLauncher:
             attempt=unit.attempt,
             index=unit.index,
             ok=False,
-            error=f"executor {_exit_description(code)}" + (f": {detail}" if detail else "")
+            error=f"executor {_exit_description(code)}"
+            + (f": {detail}" if detail else "")
             + f" (log: {log_file})",
         )
 

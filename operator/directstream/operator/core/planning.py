@@ -7,6 +7,7 @@ invariants (contiguous, never past latest, rate caps respected) can be property-
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -222,9 +223,7 @@ def split_work(
     for rng in sorted(r for r in ranges if r.count > 0):
         n = math.ceil(rng.count / max_records) if max_records > 0 else 1
         bounds = [rng.from_offset + (rng.count * i) // n for i in range(n + 1)]
-        pieces.extend(
-            OffsetRange(rng.topic, rng.partition, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)
-        )
+        pieces.extend(OffsetRange(rng.topic, rng.partition, lo, hi) for lo, hi in itertools.pairwise(bounds))
     if not pieces:
         return ()
     n_units = min(max_units, len(pieces))

@@ -174,6 +174,7 @@ FORBIDDEN_KAFKA_CONFIG = {
 }
 _ENTRY_POINT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _PARTITION_KEY = re.compile(r"\d{1,10}")
+_MAX_PARTITION = 2**31 - 1  # partitions are int32 in the Kafka protocol
 _SPEC_DEFAULTS = StreamSpec(name="", kafka=KafkaSpec(bootstrap_servers=""))
 
 
@@ -322,14 +323,13 @@ def _read_starting_offsets(s: Section, topics: tuple[str, ...], pattern: str | N
         return StartingOffsets(kind="timestamp", timestamp_ms=millis)
     subscribed = StreamSpec(name="", kafka=KafkaSpec(""), topics=topics, topic_pattern=pattern)
     return StartingOffsets(
-        kind="offsets", offsets=_read_explicit_offsets(offsets, section.at("offsets"), s, subscribed)
+        kind="offsets", offsets=_read_explicit_offsets(offsets, section.at("offsets"), s.problems, subscribed)
     )
 
 
 def _read_explicit_offsets(
-    value: object, path: str, s: Section, subscribed: StreamSpec
+    value: object, path: str, problems: Problems, subscribed: StreamSpec
 ) -> dict[str, dict[int, int]]:
-    problems = s.problems
     if not isinstance(value, Mapping) or not value:
         problems.add(
             path, f"expected a non-empty mapping topic -> {{partition: offset}}, got {describe(value)}"
@@ -349,9 +349,9 @@ def _read_explicit_offsets(
         chosen: dict[int, int] = {}
         for key, offset in partitions.items():
             key_path = join(topic_path, key)
-            if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= 2**31 - 1:
+            if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= _MAX_PARTITION:
                 partition = key
-            elif isinstance(key, str) and _PARTITION_KEY.fullmatch(key) and int(key) <= 2**31 - 1:
+            elif isinstance(key, str) and _PARTITION_KEY.fullmatch(key) and int(key) <= _MAX_PARTITION:
                 partition = int(key)
             else:
                 problems.add(key_path, f"partition must be a non-negative integer, got {describe(key)}")
@@ -426,6 +426,7 @@ def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
 
 def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
     sink = s.choice("sink", d.sink, SINKS)
+    sink_named = " sink" if s.has("sink") else " sink (the default)"
     options = s.mapping("options")
     s.close()
     options_path = s.at("options")
@@ -434,7 +435,7 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
         return ProcessorSpec(sink, options)
     value, path = options.get(required), join(options_path, required)
     if value is None:
-        s.problems.add(path, f"required by the {sink} sink")
+        s.problems.add(path, f"required by the {sink}{sink_named}")
     elif not isinstance(value, str) or not value.strip():
         s.problems.add(path, f"expected a non-empty string, got {describe(value)}")
     elif sink == "kafka":

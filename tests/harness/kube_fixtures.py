@@ -1,0 +1,134 @@
+"""pytest fixtures for the real Kubernetes control plane and the test node.
+
+`kube` (session): reuses a cluster that answers at $KUBECONFIG or <dev dir>/cluster/kubeconfig, otherwise
+starts one with `hack/cluster.sh up` (building it if needed) and stops it at the end of the session.
+Infrastructure that cannot start is an error, never a skip.
+`namespace` (function): a fresh namespace per test, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from tests.harness.podlogs import pod_logs
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+
+
+@dataclass
+class Kube:
+    kubeconfig: str
+    bin_dir: Path
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
+            )
+        return proc
+
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=self.kubeconfig)
+
+    @property
+    def node_state(self) -> Path:
+        """The test node's state dir, next to the kubeconfig that hack/cluster_up.py writes."""
+        return Path(self.kubeconfig).parent / "node"
+
+    def pod_logs(self, namespace: str, pod: str, container: str | None = None) -> str:
+        return pod_logs(namespace, pod, container, state_dir=self.node_state)
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.25) -> Any:
+        """Poll check() until it returns something truthy; fail with `what` on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(every)
+
+
+def _cluster_env() -> dict[str, str]:
+    out = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
+    env = {}
+    for line in out.splitlines():
+        m = re.match(r"export (\w+)=(.*)$", line)
+        if m:
+            env[m.group(1)] = m.group(2)
+    return env
+
+
+def _answers(kubeconfig: str, kubectl: Path) -> bool:
+    if not Path(kubeconfig).is_file() or not kubectl.exists():
+        return False
+    proc = subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", "get", "--raw=/readyz"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Kube]:
+    env = _cluster_env()
+    bin_dir = Path(env["PATH"].split(":")[0])
+    candidates = [os.environ.get("KUBECONFIG", ""), env["KUBECONFIG"]]
+    reuse = next((c for c in candidates if c and _answers(c, bin_dir / "kubectl")), None)
+    if reuse is not None:
+        yield Kube(reuse, bin_dir)
+        return
+    up = subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True, check=False)
+    if up.returncode != 0:
+        raise RuntimeError(
+            f"hack/cluster.sh up failed ({up.returncode}):\n{up.stderr[-4000:]}{up.stdout[-2000:]}"
+        )
+    try:
+        yield Kube(env["KUBECONFIG"], bin_dir)
+    finally:
+        subprocess.run(["bash", str(CLUSTER_SH), "down"], capture_output=True, check=False)
+
+
+def _namespace_name(test_name: str) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:50].strip("-") or "test"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = _namespace_name(request.node.name)
+    api = kube.api_client()
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"directstream.io/test": "true"}}})
+    # Pods need the namespace's default ServiceAccount, which the controller-manager creates.
+    kube.wait_for(
+        f"ServiceAccount default in {name}",
+        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
+        timeout=30,
+    )
+    try:
+        yield name
+    finally:
+        # The namespace controller deletes what the test left; the node stops its pods.
+        core.delete_namespace(name, propagation_policy="Background")
+        api.close()
