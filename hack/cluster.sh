@@ -71,7 +71,12 @@ build() {
 
 case "${1:-}" in
   build) build ;;
-  up) build; exec python3 "$ROOT/hack/cluster_up.py" up --state "$STATE" --bin "$K8S_BIN" ;;
+  up)
+    build
+    # The test node runs pods with the project's own interpreter and tools.
+    [ -x "$ROOT/.venv/bin/python" ] || die "$ROOT/.venv is missing: run make install (or uv sync) first"
+    exec python3 "$ROOT/hack/cluster_up.py" up --state "$STATE" --bin "$K8S_BIN"
+    ;;
   down) python3 "$ROOT/hack/cluster_up.py" down --state "$STATE" --bin "$K8S_BIN" ;;
   env)
     echo "export KUBECONFIG=$KUBECONFIG_PATH"

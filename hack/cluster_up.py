@@ -151,7 +151,7 @@ def init_state(state: Path) -> dict[str, Any]:
         "tokens": {u: secrets.token_hex(24) for u in ("admin", "kcm", "scheduler", "node")},
     }
     t = cfg["tokens"]
-    # token,user,uid,"groups"; the node authenticates as a real kubelet would (Node authorizer + NodeRestriction).
+    # token,user,uid,"groups"; the node authenticates as a kubelet (Node authorizer, NodeRestriction).
     (state / "tokens.csv").write_text(
         f'{t["admin"]},admin,admin,"system:masters"\n'
         f"{t['kcm']},system:kube-controller-manager,kcm\n"
@@ -410,10 +410,8 @@ def down(state: Path) -> None:
     run_dir = state / "node" / "run"
     if run_dir.is_dir():
         for f in run_dir.glob("*.pid"):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.killpg(int(f.read_text()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
     shutil.rmtree(state, ignore_errors=True)
 
 

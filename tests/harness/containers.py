@@ -147,10 +147,13 @@ class ContainerRun:
             "restartCount": self.restart_count,
             "ready": self.ready,
             "started": self.running,
-            "containerID": f"directstream://{self.workdir.name}-{self.restart_count}",
+            "containerID": f"directstream://{self.workdir.parent.parent.name}-{self.name}-{self.restart_count}",
         }
         if self.running:
             st["state"] = {"running": {"startedAt": self.started_at}}
+            if self.last_exit is not None:
+                st["lastState"] = {"terminated": _terminated(self.last_exit)}
+            return st
         elif self.waiting is not None:
             reason, message = self.waiting
             st["state"] = {"waiting": {"reason": reason, **({"message": message} if message else {})}}

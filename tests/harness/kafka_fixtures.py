@@ -37,12 +37,16 @@ def _script_env() -> str | None:
     return match.group(1) if match else None
 
 
-@dataclass(frozen=True)
+@dataclass
 class KafkaBroker:
     bootstrap: str
+    _admin: AdminClient | None = None
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.bootstrap})
+        # One long-lived client: a temporary one would be destroyed before its futures resolve.
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        return self._admin
 
     def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
         futures = self.admin().create_topics(

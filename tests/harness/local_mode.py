@@ -67,10 +67,15 @@ def latest_offsets(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): f.result(30).offset for tp, f in admin.list_offsets(request).items()}
 
 
-def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+def group_offsets(bootstrap: str, group: str, topic: str) -> dict[tuple[str, int], int]:
+    """The group's committed offsets for ``topic`` (group names repeat across test runs)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+    return {
+        (tp.topic, tp.partition): tp.offset
+        for tp in result.topic_partitions
+        if tp.offset >= 0 and tp.topic == topic
+    }
 
 
 def state_file(state_dir: Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -175,6 +174,10 @@ class TestNode:
                         allow_watch_bookmarks=True,
                     ):
                         obj = ev["object"]
+                        if ev["type"] == "BOOKMARK":  # only a resourceVersion, delivered as a plain dict
+                            meta = obj.get("metadata", {}) if isinstance(obj, dict) else {}
+                            rv = meta.get("resourceVersion") or rv
+                            continue
                         rv = obj.metadata.resource_version or rv
                         if ev["type"] in ("ADDED", "MODIFIED"):
                             self._sync(obj)

@@ -129,30 +129,31 @@ def container_mounts(container: Any, volumes: dict[str, Path]) -> list[Mount]:
     return mounts
 
 
+# Sources are first bound here, in a namespace-private tmpfs: a mount target may shadow the host path of
+# another mount's source (an emptyDir at /work hides a node state dir under /work).
+STAGE = "/run/directstream-stage"
+
+
 def launcher(mounts: list[Mount], workdir: str, argv: list[str]) -> list[str]:
     """argv run in a private mount namespace with the mounts bound in, as a container runtime would."""
-    lines = ["set -e"]
-    for m in mounts:
+    stage = shlex.quote(STAGE)
+    lines = ["set -e", f"mkdir -p {stage}", f"mount -t tmpfs directstream-stage {stage}"]
+    for i, m in enumerate(mounts):
+        lines.append(f"mkdir {stage}/{i}" if m.source.is_dir() else f": > {stage}/{i}")
+        lines.append(f"mount --bind {shlex.quote(str(m.source))} {stage}/{i}")
+    # Parents before children, so /a is mounted before /a/b.
+    for i, m in sorted(enumerate(mounts), key=lambda im: len(Path(im[1].target).parts)):
         t = shlex.quote(m.target)
         if m.source.is_dir():
             lines.append(f"mkdir -p {t}")
         else:
-            # Placeholder in the host's tree; the bind only exists inside this namespace.
+            # Placeholder in the host's tree when missing; the bind itself exists only in this namespace.
             lines.append(f"[ -e {t} ] || {{ mkdir -p {shlex.quote(str(Path(m.target).parent))}; : > {t}; }}")
-        lines.append(f"mount --bind {shlex.quote(str(m.source))} {t}")
+        lines.append(f"mount --bind {stage}/{i} {t}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {t}")
+    lines.append(f"umount -l {stage}")
     lines.append(f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)}")
     lines.append('exec "$@"')
-    return [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "/bin/sh",
-        "-c",
-        "\n".join(lines),
-        "sh",
-        *argv,
-    ]
+    script = "\n".join(lines)
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", *argv]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -48,6 +49,7 @@ class PodWorker(threading.Thread):
         self.init_runs = [self._run_for(c) for c in pod.spec.init_containers or []]
         self.runs = [self._run_for(c) for c in pod.spec.containers]
         self._last_report: dict[str, Any] | None = None
+        self.frozen = False  # never report status again
 
     def _run_for(self, spec: Any) -> ContainerRun:
         return ContainerRun(
@@ -92,11 +94,11 @@ class PodWorker(threading.Thread):
         st = pod.status
         self.start_time = _ts(st.start_time) if st and st.start_time else now()
         if st and st.phase in ("Succeeded", "Failed"):
+            # Finished under an earlier node process: its final status stands; only deletion is left.
             self.phase = st.phase
-            self._last_report = {}  # already reported by an earlier node process
+            self.frozen = True
         elif st and (st.container_statuses or st.init_container_statuses):
             self._lost_containers(st)
-        env_error_since: float | None = None
         prepared: tuple[ObjectCache, dict[str, Path]] | None = None
         while True:
             self._wake.wait(TICK)
@@ -125,8 +127,7 @@ class PodWorker(threading.Thread):
                     objects = ObjectCache(self.core, self.ns)
                     prepared = (objects, materialise(self.core, pod, objects, self.pod_dir / "volumes"))
                 except (EnvError, ApiException) as e:
-                    # Forbidden right after binding: the Node authorizer's graph may lag; retry like the kubelet.
-                    env_error_since = env_error_since or time.monotonic()
+                    # Forbidden right after binding: the Node authorizer's graph may lag; retry as kubelet.
                     for r in self.init_runs + self.runs:
                         r.waiting = ("ContainerCreating", _short(e))
                     self._report(pod)
@@ -197,8 +198,6 @@ class PodWorker(threading.Thread):
 
     def _base_env(self, pod: Any) -> dict[str, str]:
         """What an image and the kubelet's service-link variables would provide."""
-        import os
-
         host, port = self.api
         return {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -285,6 +284,8 @@ class PodWorker(threading.Thread):
 
     # -- status ----------------------------------------------------------------------------------------
     def _report(self, pod: Any) -> None:
+        if self.frozen:
+            return
         status = self._status(pod)
         if status == self._last_report:
             return
@@ -295,9 +296,9 @@ class PodWorker(threading.Thread):
                     self.pod_name, self.ns, body, _content_type="application/merge-patch+json"
                 )
                 self._last_report = status
-                self.update(
-                    updated
-                ) if self.pod.metadata.resource_version == pod.metadata.resource_version else None
+                with self._lock:  # the next patch needs the new resourceVersion, unless a newer event came
+                    if self._pod.metadata.resource_version == pod.metadata.resource_version:
+                        self._pod = updated
                 return
             except ApiException as e:
                 if e.status == 404:
@@ -305,6 +306,7 @@ class PodWorker(threading.Thread):
                     return
                 if e.status != 409:
                     log.warning("status of %s/%s: %s", self.ns, self.pod_name, _short(e))
+                    self._last_report = status  # retry only once something changes
                     return
                 pod = self.core.read_namespaced_pod(self.pod_name, self.ns)
                 self.update(pod)

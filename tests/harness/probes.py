@@ -28,7 +28,10 @@ def run_probe(probe: Any, spec: Any, env: dict[str, str], pid: int) -> bool:
         if action is not None:
             # Inside the container's mount namespace, as `kubectl exec` would be.
             argv = ["nsenter", f"--target={pid}", "--mount", "--", *action.command]
-            return subprocess.run(argv, env=env, capture_output=True, timeout=timeout).returncode == 0
+            return (
+                subprocess.run(argv, check=False, env=env, capture_output=True, timeout=timeout).returncode
+                == 0
+            )
         if probe.http_get is not None:
             g = probe.http_get
             scheme = (g.scheme or "HTTP").lower()

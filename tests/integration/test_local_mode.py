@@ -67,7 +67,7 @@ def test_until_caught_up_writes_every_record_exactly_once_and_commits(
     seen = jsonl_offsets(out)
     assert set(seen) == expected_offsets(latest)
     assert max(seen.values()) == 1, "a record was written twice"
-    assert group_offsets(kafka.bootstrap, "e2e") == latest
+    assert group_offsets(kafka.bootstrap, "e2e", topic_name) == latest
     assert state_committed(state) == latest
     doc = state_file(state)
     assert doc["pending"] is None
@@ -142,7 +142,7 @@ def test_executors_killed_at_random_points_still_give_exactly_once(kafka: KafkaB
     ledger = state_file(state)["ledger"]
     assert [e["batch"] for e in ledger] == list(range(1, len(ledger) + 1)), "a batch was skipped"
     assert any(e["attempts"] > 1 for e in ledger)
-    assert group_offsets(kafka.bootstrap, "killed") == latest
+    assert group_offsets(kafka.bootstrap, "killed", topic_name) == latest
 
 
 def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, topic_name, tmp_path):
@@ -154,7 +154,7 @@ def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, t
         "class Slow:\n"
         "    def __init__(self, options, unit):\n"
         "        self.out = options['out']\n"
-        "    def process(self, records):\n"
+        "    def process(self, records, rng):\n"
         "        time.sleep(0.5)\n"
         "        with open(self.out, 'a') as f:\n"
         "            f.writelines(f'{r.partition()} {r.offset()}\\n' for r in records)\n"
@@ -207,7 +207,7 @@ def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, t
     ledger = state_file(state)["ledger"]
     assert ledger[0]["batch"] == recorded["batch"]
     assert state_committed(state) == {(r[0], r[1]): r[3] for r in recorded["ranges"]}
-    assert group_offsets(kafka.bootstrap, "resumed") == latest_offsets(kafka.bootstrap, topic_name)
+    assert group_offsets(kafka.bootstrap, "resumed", topic_name) == latest_offsets(kafka.bootstrap, topic_name)
 
 
 def test_aborted_transactions_and_compaction_do_not_stall(kafka: KafkaBroker, topic_name, tmp_path):
@@ -258,7 +258,7 @@ def test_data_loss_fail_stops_and_earliest_skips(kafka: KafkaBroker, topic_name,
     assert failed.returncode == 1
     assert f"{topic_name}[0] offsets 100..150 (50 records) were deleted" in failed.stderr
     assert state_committed(state) == {(topic_name, 0): 100}, "a committed offset moved on data loss"
-    assert group_offsets(kafka.bootstrap, "loss") == {(topic_name, 0): 100}
+    assert group_offsets(kafka.bootstrap, "loss", topic_name) == {(topic_name, 0): 100}
 
     skipping = write_stream(
         tmp_path / "s2.yaml", "loss", kafka.bootstrap, jsonl_spec(topic_name, out, onDataLoss="earliest")
@@ -323,7 +323,7 @@ def test_new_partitions_and_pattern_topics_are_picked_up_mid_run(kafka: KafkaBro
 def test_starting_from_a_timestamp(kafka: KafkaBroker, topic_name, tmp_path):
     kafka.create_topic(topic_name, partitions=1)
     producer = Producer({"bootstrap.servers": kafka.bootstrap})
-    base = 1_700_000_000_000
+    base = int(time.time() * 1000) - 3_600_000  # recent: retention would delete old timestamps
     for i in range(100):
         producer.produce(topic_name, value=str(i).encode(), timestamp=base + i * 1000)
     producer.flush(30)

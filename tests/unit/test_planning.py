@@ -78,13 +78,19 @@ def test_work_units_cover_the_plan_exactly(counts, max_units, max_records):
     covered: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for unit in units:
         assert unit, "no empty work units"
+        partitions = [piece.partition for piece in unit]
+        assert len(partitions) == len(set(partitions)), "an executor reads each partition once"
         for piece in unit:
             assert piece.count > 0
             if max_records:
-                assert piece.count <= max_records
+                # Never more pieces than units (two in one executor): then fewer, larger ones.
+                original = next(r for r in ranges if r.partition == piece.partition)
+                assert piece.count <= max(max_records, -(-original.count // max_units))
             covered[piece.partition].append((piece.from_offset, piece.until_offset))
     for r in ranges:
         pieces = sorted(covered.get(r.partition, []))
+        if max_records and r.count:
+            assert len(pieces) == min(-(-r.count // max_records), max_units)
         if r.count == 0:
             assert not pieces
             continue

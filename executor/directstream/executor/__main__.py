@@ -1,5 +1,5 @@
 """``python -m directstream.executor`` is the same as ``directstream-executor``."""
 
-from .main import main
+from directstream.executor.main import main
 
-main()
+raise SystemExit(main())

@@ -131,9 +131,9 @@ class WorkUnit:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> WorkUnit:
+        if doc.get("version") != CONTRACT_VERSION:
+            raise ContractError(f"unsupported work unit version {doc.get('version')!r}")
         try:
-            if doc.get("version") != CONTRACT_VERSION:
-                raise ContractError(f"unsupported work unit version {doc.get('version')!r}")
             return cls(
                 stream=str(doc["stream"]),
                 batch_id=int(doc["batchId"]),

@@ -48,15 +48,25 @@ class BadInputError(Exception):
         self.index = index
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="directstream-executor", description=__doc__.split("\n")[0])
     parser.add_argument("--work-unit", metavar="FILE", help="work unit JSON file, '-' for stdin")
     parser.add_argument("--result-file", metavar="PATH", help="where to write the ExecutorResult JSON")
     parser.add_argument(
         "--stall-timeout",
-        type=float,
-        default=float(os.environ.get("DIRECTSTREAM_STALL_TIMEOUT", "60")),
-        help="fail a range after this many seconds without progress (default 60)",
+        type=_positive_seconds,
+        default=os.environ.get("DIRECTSTREAM_STALL_TIMEOUT", "60"),
+        help="seconds without progress before a range fails (default 60, $DIRECTSTREAM_STALL_TIMEOUT)",
     )
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="records per consume call")
     parser.add_argument(

@@ -105,7 +105,11 @@ class Driver:
         """The stored state; for a stream never run, offsets the Kafka group already has.
         If the group drifted from the stored offsets, say so and put the group right."""
         state = await self._store.load()
-        group = await self._offsets.committed(self.spec.group_id)
+        group = {
+            tp: offset
+            for tp, offset in (await self._offsets.committed(self.spec.group_id)).items()
+            if self.spec.matches_topic(tp[0])
+        }
         if state.is_new:
             if group:
                 self._emit("started", f"resuming from the offsets of consumer group {self.spec.group_id}")

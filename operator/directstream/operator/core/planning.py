@@ -217,11 +217,12 @@ def split_work(
 ) -> tuple[tuple[OffsetRange, ...], ...]:
     """Split a plan's non-empty ranges into at most ``max_units`` work units balanced by
     record count. A range above ``max_records`` (0 = never) is cut into near-equal pieces
-    first, so a hot partition can be read by several executors. Deterministic: a retried
-    batch gets the same units."""
+    first, so a hot partition can be read by several executors; never into more pieces than
+    there are units, because an executor reads each partition once and so takes at most one
+    piece of it. Deterministic: a retried batch gets the same units."""
     pieces: list[OffsetRange] = []
     for rng in sorted(r for r in ranges if r.count > 0):
-        n = math.ceil(rng.count / max_records) if max_records > 0 else 1
+        n = min(math.ceil(rng.count / max_records), max_units) if max_records > 0 else 1
         bounds = [rng.from_offset + (rng.count * i) // n for i in range(n + 1)]
         pieces.extend(OffsetRange(rng.topic, rng.partition, lo, hi) for lo, hi in itertools.pairwise(bounds))
     if not pieces:
@@ -229,9 +230,13 @@ def split_work(
     n_units = min(max_units, len(pieces))
     loads = [0] * n_units
     units: list[list[OffsetRange]] = [[] for _ in range(n_units)]
-    # Longest-processing-time-first: largest piece to the least loaded unit.
+    holds: list[set[tuple[str, int]]] = [set() for _ in range(n_units)]
+    # Longest-processing-time-first: the largest piece to the least loaded unit that does not
+    # already read its partition (one always exists: a partition has at most n_units pieces).
     for piece in sorted(pieces, key=lambda r: (-r.count, r)):
-        target = min(range(n_units), key=lambda i: (loads[i], i))
+        tp = (piece.topic, piece.partition)
+        target = min((i for i in range(n_units) if tp not in holds[i]), key=lambda i: (loads[i], i))
         units[target].append(piece)
+        holds[target].add(tp)
         loads[target] += piece.count
     return tuple(tuple(sorted(unit)) for unit in units)
