@@ -73,7 +73,7 @@ def test_until_caught_up_writes_every_record_exactly_once_and_commits(
     assert doc["pending"] is None
     assert doc["recordsTotal"] == 20_000
     # Each 200 ms batch reads at most 2,000 per partition: 5,000 per partition takes 3 batches.
-    assert [e["batch"] for e in doc["ledger"]] == [1, 2, 3]
+    assert [e["batch"] for e in doc["history"]] == [1, 2, 3]
     assert all(until - start <= 2_000 for _, _, start, until in jsonl_ranges(out))
 
     status = cli("status", str(manifest), "--state-dir", str(state), cwd=tmp_path, check=True)
@@ -85,7 +85,7 @@ def test_until_caught_up_writes_every_record_exactly_once_and_commits(
         "run", str(manifest), "--until-caught-up", "--state-dir", str(state), cwd=tmp_path, check=True
     )
     assert "caught up" in again.stderr
-    assert state_file(state)["ledger"] == doc["ledger"]
+    assert state_file(state)["history"] == doc["history"]
 
 
 def test_executors_killed_at_random_points_still_give_exactly_once(kafka: KafkaBroker, topic_name, tmp_path):
@@ -139,7 +139,7 @@ def test_executors_killed_at_random_points_still_give_exactly_once(kafka: KafkaB
     seen = jsonl_offsets(out)
     assert set(seen) == expected_offsets(latest)
     assert max(seen.values()) == 1
-    ledger = state_file(state)["ledger"]
+    ledger = state_file(state)["history"]
     assert [e["batch"] for e in ledger] == list(range(1, len(ledger) + 1)), "a batch was skipped"
     assert any(e["attempts"] > 1 for e in ledger)
     assert group_offsets(kafka.bootstrap, "killed", topic_name) == latest
@@ -191,7 +191,7 @@ def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, t
     time.sleep(0.3)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    assert state_file(state)["pending"]["ranges"] == recorded["ranges"]
+    assert state_file(state)["pending"]["until"] == recorded["until"]
 
     result = subprocess.run(
         [*CLI, "run", str(manifest), "--until-caught-up", "--state-dir", str(state)],
@@ -204,10 +204,12 @@ def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, t
     )
     assert result.returncode == 0, result.stderr
     assert f"batch {recorded['batch']}: resuming the recorded plan" in result.stderr
-    ledger = state_file(state)["ledger"]
+    ledger = state_file(state)["history"]
     assert ledger[0]["batch"] == recorded["batch"]
-    assert state_committed(state) == {(r[0], r[1]): r[3] for r in recorded["ranges"]}
-    assert group_offsets(kafka.bootstrap, "resumed", topic_name) == latest_offsets(kafka.bootstrap, topic_name)
+    assert state_committed(state) == {(t, int(p)): o for t, ps in recorded["until"].items() for p, o in ps.items()}
+    assert group_offsets(kafka.bootstrap, "resumed", topic_name) == latest_offsets(
+        kafka.bootstrap, topic_name
+    )
 
 
 def test_aborted_transactions_and_compaction_do_not_stall(kafka: KafkaBroker, topic_name, tmp_path):
@@ -266,7 +268,7 @@ def test_data_loss_fail_stops_and_earliest_skips(kafka: KafkaBroker, topic_name,
     ok = cli("run", str(skipping), "--until-caught-up", "--state-dir", str(state), cwd=tmp_path, check=True)
     assert "skipping to offset 150" in ok.stderr
     assert state_committed(state) == {(topic_name, 0): 200}
-    assert "skipped 50 lost records" in state_file(state)["ledger"][-1]["note"]
+    assert "skipped 50 lost records" in state_file(state)["history"][-1]["note"]
     assert set(jsonl_offsets(out)) == {(topic_name, 0, o) for o in [*range(100), *range(150, 200)]}
 
 

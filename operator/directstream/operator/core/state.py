@@ -114,9 +114,9 @@ class StreamState:
         return {
             "version": STATE_VERSION,
             "committed": offsets_to_json(self.committed),
-            "pending": pending_to_json(self.pending),
+            "pending": pending_to_json(self.pending, self.committed),
             "nextBatchId": self.next_batch_id,
-            "ledger": [e.to_json() for e in self.ledger],
+            "history": [e.to_json() for e in self.ledger],
             "rate": self.rate.to_json(),
             "recordsTotal": self.records_total,
         }
@@ -125,11 +125,12 @@ class StreamState:
     def from_json(cls, doc: Mapping[str, Any]) -> StreamState:
         if doc.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported state version {doc.get('version')!r}")
+        committed = offsets_from_json(doc.get("committed", {}))
         return cls(
-            committed=offsets_from_json(doc.get("committed", {})),
-            pending=pending_from_json(doc.get("pending")),
+            committed=committed,
+            pending=pending_from_json(doc.get("pending"), committed),
             next_batch_id=int(doc.get("nextBatchId", 1)),
-            ledger=tuple(LedgerEntry.from_json(e) for e in doc.get("ledger", [])),
+            ledger=tuple(LedgerEntry.from_json(e) for e in doc.get("history", [])),
             rate=RateState.from_json(doc.get("rate")),
             records_total=int(doc.get("recordsTotal", 0)),
         )
@@ -147,35 +148,54 @@ def offsets_from_json(doc: Mapping[str, Mapping[str, int]]) -> dict[TopicPartiti
     return {(t, int(p)): int(o) for t, parts in doc.items() for p, o in parts.items()}
 
 
-def pending_to_json(pending: PendingBatch | None) -> dict[str, Any] | None:
+def pending_to_json(pending: PendingBatch | None, committed: Mapping[TopicPartition, int]) -> dict[str, Any] | None:
+    """The recorded plan, compactly: ``until`` for every partition, and ``from`` only where it
+    is not the committed offset (new partitions, data loss), so thousands of partitions fit
+    comfortably in a resource's status."""
     if pending is None:
         return None
     plan = pending.plan
-    return {
+    starts = {(r.topic, r.partition): r.from_offset for r in plan.ranges}
+    doc: dict[str, Any] = {
         "batch": plan.batch_id,
         "attempt": pending.attempt,
         "plannedAt": pending.planned_at,
-        "ranges": [r.to_json() for r in plan.ranges],
-        "dataLoss": [
-            [loss.topic, loss.partition, loss.expected, loss.resumed_at, loss.reason]
-            for loss in plan.data_loss
-        ],
-        "newPartitions": [list(tp) for tp in plan.new_partitions],
+        "until": offsets_to_json(plan.next_offsets()),
+        "from": offsets_to_json({tp: f for tp, f in starts.items() if committed.get(tp) != f}),
         "rateCapped": plan.rate_capped,
-        "lastError": pending.first_error,
     }
+    if plan.data_loss:
+        doc["dataLoss"] = [
+            {"topic": x.topic, "partition": x.partition, "expected": x.expected, "resumedAt": x.resumed_at,
+             "reason": x.reason}
+            for x in plan.data_loss
+        ]
+    if plan.new_partitions:
+        doc["newPartitions"] = offsets_to_json({tp: starts[tp] for tp in plan.new_partitions})
+    if pending.first_error:
+        doc["lastError"] = pending.first_error
+    return doc
 
 
-def pending_from_json(doc: Mapping[str, Any] | None) -> PendingBatch | None:
+def pending_from_json(doc: Mapping[str, Any] | None, committed: Mapping[TopicPartition, int]) -> PendingBatch | None:
     if not doc:
         return None
+    until = offsets_from_json(doc["until"])
+    explicit_from = offsets_from_json(doc.get("from", {}))
+    ranges = []
+    for tp, end in sorted(until.items()):
+        start = explicit_from.get(tp, committed.get(tp))
+        if start is None:
+            raise ValueError(f"recorded plan has no start for {tp[0]}[{tp[1]}]")
+        ranges.append(OffsetRange(tp[0], tp[1], start, end))
     plan = BatchPlan(
         batch_id=int(doc["batch"]),
-        ranges=tuple(OffsetRange.from_json(r) for r in doc["ranges"]),
+        ranges=tuple(ranges),
         data_loss=tuple(
-            DataLoss(str(t), int(p), int(e), int(r), str(why)) for t, p, e, r, why in doc["dataLoss"]
+            DataLoss(str(x["topic"]), int(x["partition"]), int(x["expected"]), int(x["resumedAt"]), str(x["reason"]))
+            for x in doc.get("dataLoss", [])
         ),
-        new_partitions=tuple((str(t), int(p)) for t, p in doc.get("newPartitions", [])),
+        new_partitions=tuple(sorted(offsets_from_json(doc.get("newPartitions", {})))),
         rate_capped=bool(doc.get("rateCapped", False)),
     )
     return PendingBatch(plan, int(doc["attempt"]), float(doc["plannedAt"]), doc.get("lastError"))
