@@ -340,6 +340,28 @@ def node_ready(state: Path, cfg: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
+def ensure_healthy(
+    name: str, state: Path, bin_dir: Path, cfg: dict[str, Any], healthy: Any, *, timeout: float
+) -> None:
+    """Start the component unless it runs; one we did not start that stays unhealthy (stuck in
+    shutdown, say) is killed and replaced; one we started that exits is an error."""
+    ensure_alive(name, state, bin_dir, cfg)
+    deadline = time.monotonic() + timeout
+    adopted_until = time.monotonic() + 10
+    while not healthy():
+        proc = STARTED.get(name)
+        if proc is not None and proc.poll() is not None:
+            raise ClusterError(f"{name} exited ({proc.returncode}); see {state / (name + '.log')}")
+        pid = pid_of(state, name)
+        if proc is None and (pid is None or time.monotonic() > adopted_until):
+            if pid is not None:
+                stop([pid], 0)
+            start(name, state, bin_dir, cfg)
+        if time.monotonic() > deadline:
+            wait_until(name, 0, healthy, state, name)  # raises with the log's tail
+        time.sleep(0.25)
+
+
 def ensure_alive(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> None:
     if pid_of(state, name) is None:
         start(name, state, bin_dir, cfg)
@@ -354,17 +376,17 @@ def up(state: Path, bin_dir: Path) -> None:
         cfg = init_state(state)
     else:
         cfg = json.loads((state / "config.json").read_text())
-    ensure_alive("etcd", state, bin_dir, cfg)
-    wait_until("etcd", 60, lambda: http_ok(f"http://127.0.0.1:{cfg['etcd_client']}/health"), state, "etcd")
-    ensure_alive("kube-apiserver", state, bin_dir, cfg)
-
-    def apiserver_ready() -> bool:
-        proc = STARTED.get("kube-apiserver")
-        if proc is not None and proc.poll() is not None:
-            raise ClusterError(f"kube-apiserver exited; see {state / 'kube-apiserver.log'}")
-        return api_get(state, cfg, "/readyz")[0] == 200
-
-    wait_until("kube-apiserver /readyz", 120, apiserver_ready, state, "kube-apiserver")
+    ensure_healthy(
+        "etcd",
+        state,
+        bin_dir,
+        cfg,
+        lambda: http_ok(f"http://127.0.0.1:{cfg['etcd_client']}/health"),
+        timeout=60,
+    )
+    ensure_healthy(
+        "kube-apiserver", state, bin_dir, cfg, lambda: api_get(state, cfg, "/readyz")[0] == 200, timeout=120
+    )
     for name in ("kube-controller-manager", "kube-scheduler", "node"):
         ensure_alive(name, state, bin_dir, cfg)
     wait_until(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 CONTRACT_VERSION = 1
 # Kubernetes truncates termination messages beyond this size.
@@ -21,21 +21,26 @@ class ContractError(ValueError):
     """A work unit or result document that does not follow the contract."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class OffsetRange:
-    """Offsets ``[from_offset, until_offset)`` of one topic-partition."""
+class OffsetRange(NamedTuple):
+    """Offsets ``[from_offset, until_offset)`` of one topic-partition.
+
+    A named tuple rather than a dataclass: planning builds one per partition per batch, and
+    tuples are several times cheaper to create and to sort (10,000 partitions in milliseconds).
+    Ranges from outside (JSON) are checked by ``from_json``; ``check`` validates any range.
+    """
 
     topic: str
     partition: int
     from_offset: int
     until_offset: int
 
-    def __post_init__(self) -> None:
+    def check(self) -> OffsetRange:
         if self.partition < 0 or self.from_offset < 0 or self.until_offset < self.from_offset:
             raise ContractError(f"invalid offset range {self}")
+        return self
 
     @property
-    def count(self) -> int:
+    def count(self) -> int:  # type: ignore[override]  # shadows tuple.count on purpose: ranges are not searched
         """Offsets spanned; an upper bound on records (compaction and markers leave gaps)."""
         return self.until_offset - self.from_offset
 
@@ -52,7 +57,7 @@ class OffsetRange:
         topic, partition, start, until = doc
         if not isinstance(topic, str) or not all(isinstance(v, int) for v in (partition, start, until)):
             raise ContractError(f"offset range has wrong types: {doc!r}")
-        return cls(topic, partition, start, until)
+        return cls(topic, partition, start, until).check()
 
 
 @dataclass(frozen=True, slots=True)

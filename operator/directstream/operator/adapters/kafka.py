@@ -8,11 +8,18 @@ with a message a user can act on, never as a raw librdkafka exception.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from ..core.planning import TopicPartition as TopicPartitionKey
@@ -30,16 +37,48 @@ def client_config(spec: StreamSpec, secret_config: Mapping[str, str] | None = No
     return config
 
 
+RETRIES = 5
+# Errors a broker returns while leadership or a coordinator settles (e.g. a new topic).
+TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+
+
+class _Retriable(Exception):
+    """A retriable broker error (leader moving, coordinator loading...)."""
+
+
 def _wait(futures: Mapping[Any, Future[Any]], what: str) -> dict[Any, Any]:
     results: dict[Any, Any] = {}
     for key, future in futures.items():
         try:
             results[key] = future.result(timeout=REQUEST_TIMEOUT_S)
         except KafkaException as exc:
-            raise KafkaUnavailable(f"{what} failed for {key}: {exc.args[0]}") from exc
+            error = exc.args[0]
+            if error.retriable() or error.code() in TRANSIENT:
+                raise _Retriable(f"{what} failed for {key}: {error}") from exc
+            raise KafkaUnavailable(f"{what} failed for {key}: {error}") from exc
         except TimeoutError as exc:
             raise KafkaUnavailable(f"{what} timed out after {REQUEST_TIMEOUT_S:.0f}s") from exc
     return results
+
+
+def _with_retries(request: Callable[[], Mapping[Any, Future[Any]]], what: str) -> dict[Any, Any]:
+    """Send ``request`` and wait, again with backoff while the broker says "retriable"."""
+    for attempt in range(RETRIES):
+        try:
+            return _wait(request(), what)
+        except _Retriable as exc:
+            if attempt == RETRIES - 1:
+                raise KafkaUnavailable(str(exc)) from exc
+            time.sleep(0.25 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 class KafkaOffsets:
@@ -84,10 +123,13 @@ class KafkaOffsets:
         request = {TopicPartition(t, p): spec for t, p in tps}
         if not request:
             return {}
-        futures = self._admin.list_offsets(
-            request, isolation_level=self._isolation, request_timeout=REQUEST_TIMEOUT_S
+        found = _with_retries(
+            lambda: self._admin.list_offsets(
+                request, isolation_level=self._isolation, request_timeout=REQUEST_TIMEOUT_S
+            ),
+            what,
         )
-        return {(tp.topic, tp.partition): info.offset for tp, info in _wait(futures, what).items()}
+        return {(tp.topic, tp.partition): info.offset for tp, info in found.items()}
 
     def watermarks(self, tps: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, Watermarks]:
         """Earliest and latest (last stable under read_committed) offsets of all partitions:
@@ -111,8 +153,11 @@ class KafkaOffsets:
         request = ConsumerGroupTopicPartitions(
             group, [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         )
-        futures = self._admin.alter_consumer_group_offsets([request], request_timeout=REQUEST_TIMEOUT_S)
-        for result in _wait(futures, f"committing offsets of group {group}").values():
+        results = _with_retries(
+            lambda: self._admin.alter_consumer_group_offsets([request], request_timeout=REQUEST_TIMEOUT_S),
+            f"committing offsets of group {group}",
+        )
+        for result in results.values():
             failed = [tp for tp in result.topic_partitions if tp.error is not None]
             if failed:
                 raise KafkaUnavailable(
@@ -122,11 +167,14 @@ class KafkaOffsets:
 
     def committed(self, group: str) -> dict[TopicPartitionKey, int]:
         """The group's committed offsets (partitions without a commit are omitted)."""
-        futures = self._admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
+        results = _with_retries(
+            lambda: self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
+            ),
+            f"reading offsets of group {group}",
         )
         out: dict[TopicPartitionKey, int] = {}
-        for result in _wait(futures, f"reading offsets of group {group}").values():
+        for result in results.values():
             for tp in result.topic_partitions:
                 if tp.error is None and tp.offset >= 0:
                     out[(tp.topic, tp.partition)] = tp.offset

@@ -7,6 +7,7 @@ invariants (contiguous, never past latest, rate caps respected) can be property-
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections.abc import Mapping
@@ -172,40 +173,35 @@ def plan_batch(spec: StreamSpec, inputs: PlanInputs, batch_id: int) -> BatchPlan
     Raises ``DataLossError`` when committed offsets were deleted (or are past the log) and
     ``onDataLoss`` is ``fail``; the committed offsets are then left exactly as they were.
     """
-    starts: dict[TopicPartition, int] = {}
+    # Two passes over the partitions (this runs per batch for up to thousands of them).
+    bounds: dict[TopicPartition, tuple[int, int]] = {}  # [start, end) before rate caps
     losses: list[DataLoss] = []
     new: list[TopicPartition] = []
+    stop = inputs.stop_offsets
     for tp in sorted(inputs.watermarks):
         marks = inputs.watermarks[tp]
         committed = inputs.committed.get(tp)
         if committed is None:
-            starts[tp] = starting_offset(spec, tp, marks, inputs)
+            start = starting_offset(spec, tp, marks, inputs)
             new.append(tp)
-        elif committed < marks.earliest:
-            losses.append(DataLoss(tp[0], tp[1], committed, marks.earliest, "deleted"))
-            starts[tp] = marks.earliest
-        elif committed > marks.latest:
-            losses.append(DataLoss(tp[0], tp[1], committed, marks.earliest, "ahead-of-log"))
-            starts[tp] = marks.earliest
+        elif marks.earliest <= committed <= marks.latest:
+            start = committed
         else:
-            starts[tp] = committed
+            reason = "deleted" if committed < marks.earliest else "ahead-of-log"
+            losses.append(DataLoss(tp[0], tp[1], committed, marks.earliest, reason))
+            start = marks.earliest
+        end = marks.latest if stop is None else min(marks.latest, max(start, stop.get(tp, start)))
+        bounds[tp] = (start, end)
     if losses and spec.on_data_loss == "fail":
         raise DataLossError(tuple(losses))
 
-    ends: dict[TopicPartition, int] = {}
-    for tp, start in starts.items():
-        end = inputs.watermarks[tp].latest
-        if inputs.stop_offsets is not None:
-            end = min(end, max(start, inputs.stop_offsets.get(tp, start)))
-        ends[tp] = end
-    lags = {tp: ends[tp] - starts[tp] for tp in starts}
-    caps = per_partition_caps(spec, inputs, lags)
+    caps = per_partition_caps(spec, inputs, {tp: end - start for tp, (start, end) in bounds.items()})
     capped = False
     ranges = []
-    for tp, start in starts.items():
-        until = ends[tp]
+    for tp, (start, end) in bounds.items():
         cap = caps.get(tp)
-        if cap is not None and until - start > cap:
+        until = end
+        if cap is not None and end - start > cap:
             until = start + cap
             capped = True
         ranges.append(OffsetRange(tp[0], tp[1], start, until))
@@ -221,22 +217,42 @@ def split_work(
     there are units, because an executor reads each partition once and so takes at most one
     piece of it. Deterministic: a retried batch gets the same units."""
     pieces: list[OffsetRange] = []
-    for rng in sorted(r for r in ranges if r.count > 0):
-        n = min(math.ceil(rng.count / max_records), max_units) if max_records > 0 else 1
-        bounds = [rng.from_offset + (rng.count * i) // n for i in range(n + 1)]
+    cut: set[tuple[str, int]] = set()  # partitions read by more than one executor
+    for rng in ranges:
+        count = rng.until_offset - rng.from_offset
+        if count <= 0:
+            continue
+        n = min(math.ceil(count / max_records), max_units) if max_records > 0 else 1
+        if n == 1:
+            pieces.append(rng)
+            continue
+        cut.add((rng.topic, rng.partition))
+        bounds = [rng.from_offset + (count * i) // n for i in range(n + 1)]
         pieces.extend(OffsetRange(rng.topic, rng.partition, lo, hi) for lo, hi in itertools.pairwise(bounds))
     if not pieces:
         return ()
     n_units = min(max_units, len(pieces))
-    loads = [0] * n_units
     units: list[list[OffsetRange]] = [[] for _ in range(n_units)]
     holds: list[set[tuple[str, int]]] = [set() for _ in range(n_units)]
+    least_loaded = [(0, i) for i in range(n_units)]  # a heap of (records, unit index)
     # Longest-processing-time-first: the largest piece to the least loaded unit that does not
     # already read its partition (one always exists: a partition has at most n_units pieces).
-    for piece in sorted(pieces, key=lambda r: (-r.count, r)):
+    pieces.sort(key=lambda r: (r.from_offset - r.until_offset, r))
+    for piece in pieces:
         tp = (piece.topic, piece.partition)
-        target = min((i for i in range(n_units) if tp not in holds[i]), key=lambda i: (loads[i], i))
+        load, target = least_loaded[0]
+        if tp not in cut:
+            units[target].append(piece)
+            heapq.heapreplace(least_loaded, (load + piece.until_offset - piece.from_offset, target))
+            continue
+        skipped = []
+        load, target = heapq.heappop(least_loaded)
+        while tp in holds[target]:
+            skipped.append((load, target))
+            load, target = heapq.heappop(least_loaded)
         units[target].append(piece)
         holds[target].add(tp)
-        loads[target] += piece.count
+        heapq.heappush(least_loaded, (load + piece.count, target))
+        for entry in skipped:
+            heapq.heappush(least_loaded, entry)
     return tuple(tuple(sorted(unit)) for unit in units)

@@ -148,7 +148,9 @@ def offsets_from_json(doc: Mapping[str, Mapping[str, int]]) -> dict[TopicPartiti
     return {(t, int(p)): int(o) for t, parts in doc.items() for p, o in parts.items()}
 
 
-def pending_to_json(pending: PendingBatch | None, committed: Mapping[TopicPartition, int]) -> dict[str, Any] | None:
+def pending_to_json(
+    pending: PendingBatch | None, committed: Mapping[TopicPartition, int]
+) -> dict[str, Any] | None:
     """The recorded plan, compactly: ``until`` for every partition, and ``from`` only where it
     is not the committed offset (new partitions, data loss), so thousands of partitions fit
     comfortably in a resource's status."""
@@ -166,8 +168,13 @@ def pending_to_json(pending: PendingBatch | None, committed: Mapping[TopicPartit
     }
     if plan.data_loss:
         doc["dataLoss"] = [
-            {"topic": x.topic, "partition": x.partition, "expected": x.expected, "resumedAt": x.resumed_at,
-             "reason": x.reason}
+            {
+                "topic": x.topic,
+                "partition": x.partition,
+                "expected": x.expected,
+                "resumedAt": x.resumed_at,
+                "reason": x.reason,
+            }
             for x in plan.data_loss
         ]
     if plan.new_partitions:
@@ -177,7 +184,9 @@ def pending_to_json(pending: PendingBatch | None, committed: Mapping[TopicPartit
     return doc
 
 
-def pending_from_json(doc: Mapping[str, Any] | None, committed: Mapping[TopicPartition, int]) -> PendingBatch | None:
+def pending_from_json(
+    doc: Mapping[str, Any] | None, committed: Mapping[TopicPartition, int]
+) -> PendingBatch | None:
     if not doc:
         return None
     until = offsets_from_json(doc["until"])
@@ -192,7 +201,13 @@ def pending_from_json(doc: Mapping[str, Any] | None, committed: Mapping[TopicPar
         batch_id=int(doc["batch"]),
         ranges=tuple(ranges),
         data_loss=tuple(
-            DataLoss(str(x["topic"]), int(x["partition"]), int(x["expected"]), int(x["resumedAt"]), str(x["reason"]))
+            DataLoss(
+                str(x["topic"]),
+                int(x["partition"]),
+                int(x["expected"]),
+                int(x["resumedAt"]),
+                str(x["reason"]),
+            )
             for x in doc.get("dataLoss", [])
         ),
         new_partitions=tuple(sorted(offsets_from_json(doc.get("newPartitions", {})))),
