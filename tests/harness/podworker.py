@@ -101,7 +101,8 @@ class PodWorker(threading.Thread):
             self._lost_containers(st)
         prepared: tuple[ObjectCache, dict[str, Path]] | None = None
         while True:
-            self._wake.wait(TICK)
+            # A finished pod only waits for its deletion, which arrives as a watch event (wake).
+            self._wake.wait(TICK if self.phase not in ("Succeeded", "Failed") else 5.0)
             self._wake.clear()
             pod = self.pod
             if self.shutting_down:

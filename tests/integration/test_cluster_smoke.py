@@ -374,7 +374,7 @@ def test_graceful_deletion_and_active_deadline(kube: Kube, core: client.CoreV1Ap
             core.read_namespaced_pod("sleeper", namespace)
             return False
         except ApiException as e:
-            return e.status == 404
+            return bool(e.status == 404)
 
     kube.wait_for("the deleted pod to disappear", gone, timeout=8)  # SIGTERM honoured well before the grace
     pod = wait_phase(kube, core, namespace, "deadline", ("Failed",), timeout=30)

@@ -206,7 +206,8 @@ def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, t
     assert f"batch {recorded['batch']}: resuming the recorded plan" in result.stderr
     ledger = state_file(state)["history"]
     assert ledger[0]["batch"] == recorded["batch"]
-    assert state_committed(state) == {(t, int(p)): o for t, ps in recorded["until"].items() for p, o in ps.items()}
+    recorded_until = {(t, int(p)): o for t, ps in recorded["until"].items() for p, o in ps.items()}
+    assert state_committed(state) == recorded_until
     assert group_offsets(kafka.bootstrap, "resumed", topic_name) == latest_offsets(
         kafka.bootstrap, topic_name
     )

@@ -27,6 +27,7 @@ from directstream.operator.core.spec import (
     StartingOffsets,
     StreamSpec,
 )
+from directstream.operator.core.state import LedgerEntry, StreamState
 
 SPEC = StreamSpec(name="s", kafka=KafkaSpec("127.0.0.1:9092"), topics=("t",), group_id="s")
 
@@ -201,8 +202,6 @@ def test_pid_rate_moves_towards_the_processing_rate():
 @settings(max_examples=100, deadline=None)
 @given(growth=growth, lost=st.booleans())
 def test_state_round_trips_through_json_with_a_compact_plan(growth, lost):
-    from directstream.operator.core.state import LedgerEntry, StreamState
-
     spec = replace(SPEC, on_data_loss="earliest")
     latest = dict.fromkeys(tps(3), 0)
     state = StreamState()

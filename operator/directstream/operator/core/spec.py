@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,13 +16,14 @@ from directstream.operator.core.spec_fields import (
     DNS_SUBDOMAIN,
     Problems,
     Section,
-    check_int,
     check_name,
     check_pattern,
     check_topic_name,
     describe,
     join,
     read_bootstrap_servers,
+    read_duration,
+    read_explicit_offsets,
     timestamp_millis,
     type_name,
 )
@@ -36,10 +37,12 @@ __all__ = [
     "KafkaSpec",
     "ProcessorSpec",
     "RateSpec",
+    "ResetSpec",
     "SpecError",
     "StartingOffsets",
     "StreamSpec",
     "format_duration",
+    "known_spec_fields",
     "parse_duration",
     "parse_spec",
     "parse_stream",
@@ -53,12 +56,16 @@ Sink = Literal["jsonl", "kafka", "stdout", "count", "python"]
 OnDataLoss = Literal["fail", "earliest"]
 StopAt = Literal["never", "latest"]
 StartKind = Literal["earliest", "latest", "timestamp", "offsets"]
+ResetTo = Literal["earliest", "latest", "timestamp", "offsets"]
 
 ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("read_committed", "read_uncommitted")
 SINKS: tuple[Sink, ...] = ("jsonl", "kafka", "stdout", "count", "python")
 ON_DATA_LOSS: tuple[OnDataLoss, ...] = ("fail", "earliest")
 STOP_AT: tuple[StopAt, ...] = ("never", "latest")
+RESET_TO: tuple[ResetTo, ...] = ("earliest", "latest", "timestamp", "offsets")
+STARTING_OFFSETS: tuple[str, ...] = ("earliest", "latest")  # or {timestamp: ...} / {offsets: ...}
 MAX_EXECUTORS = 1000
+MAX_RESET_ID_LENGTH = 63
 
 # Kafka's own internal topics; like the Java consumer (exclude.internal.topics), a pattern never selects them.
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
@@ -97,6 +104,16 @@ class StartingOffsets:
 
 
 @dataclass(frozen=True)
+class ResetSpec:
+    """``spec.reset``: move every partition once, at a batch boundary, per distinct ``id`` (a rewind/replay)."""
+
+    id: str
+    to: ResetTo
+    timestamp_ms: int | None = None  # to == "timestamp"
+    offsets: Mapping[str, Mapping[int, int]] = field(default_factory=dict)  # to == "offsets"
+
+
+@dataclass(frozen=True)
 class BackpressureSpec:
     enabled: bool = False
     min_per_partition: float = 100.0
@@ -114,6 +131,8 @@ class ExecutorsSpec:
     max: int = 4
     max_records: int = 0  # split a range above this many records; 0 = never split
     image: str = ""
+    timeout_seconds: float = 600.0  # a batch's Job activeDeadlineSeconds
+    pending_timeout_seconds: float = 120.0  # an executor pod Pending this long fails the attempt
     # Pod settings passed through to the executor pods (cluster only), as Kubernetes JSON.
     resources: Mapping[str, Any] = field(default_factory=dict)
     env: tuple[Mapping[str, Any], ...] = ()
@@ -146,6 +165,8 @@ class StreamSpec:
     max_attempts: int = 3
     suspend: bool = False
     stop_at: StopAt = "never"
+    reset: ResetSpec | None = None
+    delete_consumer_group: bool = False  # delete the Kafka consumer group with the DirectStream
 
     @property
     def effective_group_id(self) -> str:
@@ -173,8 +194,6 @@ FORBIDDEN_KAFKA_CONFIG = {
     "auto.offset.reset": "set spec.startingOffsets (and spec.onDataLoss for lost offsets) instead",
 }
 _ENTRY_POINT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_PARTITION_KEY = re.compile(r"\d{1,10}")
-_MAX_PARTITION = 2**31 - 1  # partitions are int32 in the Kafka protocol
 _SPEC_DEFAULTS = StreamSpec(name="", kafka=KafkaSpec(bootstrap_servers=""))
 
 
@@ -216,6 +235,25 @@ def parse_spec(name: str, spec: Mapping[str, Any], namespace: str = "default") -
     return stream
 
 
+def known_spec_fields() -> tuple[str, ...]:
+    """Every field path the parser reads (``spec.rate.backpressure.enabled``, ...), sections included.
+
+    Found by running the readers over a probe that opens every section, so it cannot drift from them.
+    Free-form fields (``spec.kafka.config``, ``spec.processor.options``, pod settings) are leaves here.
+    """
+    problems = Problems()
+    probe: dict[str, Any] = {
+        "kafka": {"configFrom": {"secretRef": {}}},
+        "startingOffsets": {},
+        "reset": {},
+        "rate": {"backpressure": {}},
+        "executors": {},
+        "processor": {},
+    }
+    _read_spec(Section(probe, "spec", problems), "probe", "default")
+    return tuple(problems.asked)
+
+
 def _spec_error(problems: Problems) -> SpecError:
     return SpecError([FieldProblem(path, message) for path, message in problems.items])
 
@@ -233,7 +271,7 @@ def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
         topic_pattern=pattern,
         group_id=s.string("groupId", name, non_empty=True),
         starting_offsets=starting,
-        batch_interval_seconds=_read_interval(s, d.batch_interval_seconds),
+        batch_interval_seconds=read_duration(s, "batchInterval", d.batch_interval_seconds),
         rate=_read_rate(s.section("rate"), d.rate),
         executors=_read_executors(s.section("executors"), d.executors),
         processor=_read_processor(s.section("processor"), d.processor),
@@ -241,6 +279,8 @@ def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
         max_attempts=s.integer("maxAttempts", d.max_attempts, minimum=1),
         suspend=s.boolean("suspend", d.suspend),
         stop_at=s.choice("stopAt", d.stop_at, STOP_AT),
+        reset=_read_reset(s, topics, pattern),
+        delete_consumer_group=s.boolean("deleteConsumerGroup", d.delete_consumer_group),
     )
     s.close()
     return stream
@@ -321,75 +361,49 @@ def _read_starting_offsets(s: Section, topics: tuple[str, ...], pattern: str | N
     if timestamp is not None:
         millis = timestamp_millis(timestamp, section.at("timestamp"), s.problems)
         return StartingOffsets(kind="timestamp", timestamp_ms=millis)
-    subscribed = StreamSpec(name="", kafka=KafkaSpec(""), topics=topics, topic_pattern=pattern)
     return StartingOffsets(
-        kind="offsets", offsets=_read_explicit_offsets(offsets, section.at("offsets"), s.problems, subscribed)
+        kind="offsets",
+        offsets=read_explicit_offsets(
+            offsets, section.at("offsets"), s.problems, _subscription(topics, pattern)
+        ),
     )
 
 
-def _read_explicit_offsets(
-    value: object, path: str, problems: Problems, subscribed: StreamSpec
-) -> dict[str, dict[int, int]]:
-    if not isinstance(value, Mapping) or not value:
-        problems.add(
-            path, f"expected a non-empty mapping topic -> {{partition: offset}}, got {describe(value)}"
-        )
-        return {}
-    result: dict[str, dict[int, int]] = {}
-    for topic, partitions in value.items():
-        topic_path = join(path, topic)
-        name = check_topic_name(topic, topic_path, problems)
-        if name is None:
-            continue
-        if (subscribed.topics or subscribed.topic_pattern) and not subscribed.matches_topic(name):
-            problems.add(topic_path, f"topic {name!r} is not subscribed by spec.topics / spec.topicPattern")
-        if not isinstance(partitions, Mapping):
-            problems.add(topic_path, f"expected a mapping partition -> offset, got {describe(partitions)}")
-            continue
-        chosen: dict[int, int] = {}
-        for key, offset in partitions.items():
-            key_path = join(topic_path, key)
-            if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= _MAX_PARTITION:
-                partition = key
-            elif isinstance(key, str) and _PARTITION_KEY.fullmatch(key) and int(key) <= _MAX_PARTITION:
-                partition = int(key)
-            else:
-                problems.add(key_path, f"partition must be a non-negative integer, got {describe(key)}")
-                continue
-            if partition in chosen:
-                problems.add(key_path, f"partition {partition} is given twice")
-                continue
-            if isinstance(offset, int) and not isinstance(offset, bool) and offset < 0:
-                problems.add(
-                    key_path, f"offset must be >= 0 (use startingOffsets: earliest/latest), got {offset}"
-                )
-                continue
-            checked = check_int(offset, key_path, problems, minimum=0)
-            if checked is not None:
-                chosen[partition] = checked
-        result[name] = chosen
-    return result
+def _subscription(topics: tuple[str, ...], pattern: str | None) -> Callable[[str], bool] | None:
+    """Whether a topic is subscribed; ``None`` when the subscription itself is invalid (nothing to check)."""
+    if not topics and pattern is None:
+        return None
+    return StreamSpec(name="", kafka=KafkaSpec(""), topics=topics, topic_pattern=pattern).matches_topic
 
 
-def _read_interval(s: Section, default: float) -> float:
-    value, path = s.raw("batchInterval"), s.at("batchInterval")
-    if value is None:
-        return default
-    if isinstance(value, str):
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            s.problems.add(path, str(exc))
-            return default
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value) if abs(value) < 1e300 else float("inf")
-    else:
-        s.problems.add(path, f"expected a duration such as 5s or a number of seconds, got {describe(value)}")
-        return default
-    if not 0 < seconds < float("inf"):
-        s.problems.add(path, f"must be a positive finite duration, got {describe(value)}")
-        return default
-    return seconds
+def _read_reset(s: Section, topics: tuple[str, ...], pattern: str | None) -> ResetSpec | None:
+    present = s.has("reset")
+    r = s.section("reset")
+    raw_to, timestamp, offsets = r.raw("to"), r.raw("timestamp"), r.raw("offsets")
+    reset_id = r.string("id", "", required=present, non_empty=True)
+    r.close()
+    if not present:
+        return None
+    if len(reset_id) > MAX_RESET_ID_LENGTH:
+        s.problems.add(r.at("id"), f"must be at most {MAX_RESET_ID_LENGTH} characters, got {len(reset_id)}")
+    if raw_to is None:
+        r.required("to")
+        return None
+    to = r.choice("to", "earliest", RESET_TO)
+    if raw_to != to:
+        return None  # not one of RESET_TO: reported by choice
+    for key, value in (("timestamp", timestamp), ("offsets", offsets)):
+        if value is None and to == key:
+            s.problems.add(r.at(key), f"required when spec.reset.to is {key}")
+        elif value is not None and to != key:
+            s.problems.add(r.at(key), f"only allowed when spec.reset.to is {key} (it is {to})")
+    millis = None
+    if to == "timestamp" and timestamp is not None:
+        millis = timestamp_millis(timestamp, r.at("timestamp"), s.problems)
+    chosen: dict[str, dict[int, int]] = {}
+    if to == "offsets" and offsets is not None:
+        chosen = read_explicit_offsets(offsets, r.at("offsets"), s.problems, _subscription(topics, pattern))
+    return ResetSpec(reset_id, to, timestamp_ms=millis, offsets=chosen)
 
 
 def _read_rate(s: Section, d: RateSpec) -> RateSpec:
@@ -413,6 +427,8 @@ def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
         max=s.integer("max", d.max, minimum=1, maximum=MAX_EXECUTORS),
         max_records=s.integer("maxRecords", d.max_records, minimum=0),
         image=s.string("image", d.image),
+        timeout_seconds=read_duration(s, "timeout", d.timeout_seconds),
+        pending_timeout_seconds=read_duration(s, "pendingTimeout", d.pending_timeout_seconds),
         resources=s.mapping("resources"),
         env=s.mapping_list("env"),
         service_account_name=s.string("serviceAccountName", d.service_account_name),

@@ -10,9 +10,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
+
+from directstream.operator.core.durations import parse_duration
 
 T = TypeVar("T", bound=str)
 
@@ -23,6 +25,13 @@ TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 3339 date-time with upper-case T and Z (what datetime.fromisoformat reads); the CRD has the same pattern.
+# The offset is optional here only so that a time without one gets its own, clearer message.
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+PARTITION_KEY = re.compile(r"[0-9]{1,10}")
+MAX_PARTITION = 2**31 - 1  # partitions are int32 in the Kafka protocol
 
 # host:port with an optional scheme (librdkafka accepts PLAINTEXT://host:port) and [IPv6] hosts.
 HOST_PORT = re.compile(
@@ -35,6 +44,7 @@ class Problems:
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
+        self.asked: dict[str, None] = {}  # every field path a reader looked at, in order (known_spec_fields)
 
     def add(self, path: str, message: str) -> None:
         self.items.append((path or "<document>", message))
@@ -153,6 +163,7 @@ class Section:
         """The value of ``key``; ``None`` when absent or null (YAML ``rate:`` with nothing under it)."""
         if key not in self._asked:
             self._asked.append(key)
+            self.problems.asked[self.at(key)] = None
         return self.data.get(key)
 
     def has(self, key: str) -> bool:
@@ -323,8 +334,10 @@ def timestamp_millis(value: object, path: str, problems: Problems) -> int | None
     moment: datetime | None = None
     if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value.strip())
+            moment = datetime.fromisoformat(value.strip()) if RFC3339.fullmatch(value.strip()) else None
         except ValueError:
+            moment = None
+        if moment is None:
             problems.add(path, f"{value!r} is not an RFC 3339 time such as 2026-11-01T00:00:00Z")
             return None
     elif isinstance(value, datetime):  # YAML loads an unquoted timestamp as a datetime
@@ -340,3 +353,76 @@ def timestamp_millis(value: object, path: str, problems: Problems) -> int | None
         problems.add(path, "must not be before 1970-01-01T00:00:00Z")
         return None
     return millis
+
+
+def read_duration(s: Section, key: str, default: float) -> float:
+    """A positive duration: ``500ms``, ``5s``, ``1m30s``, ``1h``, or whole seconds (``5`` or ``"5"``).
+
+    Non-integer bare numbers are refused (write ``"0.5"`` or ``500ms``): the CRD declares durations as
+    int-or-string, so the same manifest means the same in local mode and on a cluster.
+    """
+    value, path = s.raw(key), s.at(key)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            s.problems.add(path, str(exc))
+            return default
+        except OverflowError:
+            seconds = math.inf
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = float(value) if abs(value) < 1e300 else math.inf
+    else:
+        s.problems.add(
+            path, f"expected a duration such as 5s, 500ms or a whole number of seconds, got {describe(value)}"
+        )
+        return default
+    if not 0 < seconds < math.inf:
+        s.problems.add(path, f"must be a positive finite duration, got {describe(value)}")
+        return default
+    return seconds
+
+
+def read_explicit_offsets(
+    value: object, path: str, problems: Problems, subscribed: Callable[[str], bool] | None
+) -> dict[str, dict[int, int]]:
+    """``{topic: {partition: offset}}`` as users write it; ``subscribed`` (if given) must accept each topic."""
+    if not isinstance(value, Mapping) or not value:
+        problems.add(
+            path, f"expected a non-empty mapping topic -> {{partition: offset}}, got {describe(value)}"
+        )
+        return {}
+    result: dict[str, dict[int, int]] = {}
+    for topic, partitions in value.items():
+        topic_path = join(path, topic)
+        name = check_topic_name(topic, topic_path, problems)
+        if name is None:
+            continue
+        if subscribed is not None and not subscribed(name):
+            problems.add(topic_path, f"topic {name!r} is not subscribed by spec.topics / spec.topicPattern")
+        if not isinstance(partitions, Mapping):
+            problems.add(topic_path, f"expected a mapping partition -> offset, got {describe(partitions)}")
+            continue
+        chosen: dict[int, int] = {}
+        for key, offset in partitions.items():
+            key_path = join(topic_path, key)
+            if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= MAX_PARTITION:
+                partition = key
+            elif isinstance(key, str) and PARTITION_KEY.fullmatch(key) and int(key) <= MAX_PARTITION:
+                partition = int(key)
+            else:
+                problems.add(key_path, f"partition must be a non-negative integer, got {describe(key)}")
+                continue
+            if partition in chosen:
+                problems.add(key_path, f"partition {partition} is given twice")
+                continue
+            if isinstance(offset, int) and not isinstance(offset, bool) and offset < 0:
+                problems.add(key_path, f"offset must be >= 0 (use earliest or latest instead), got {offset}")
+                continue
+            checked = check_int(offset, key_path, problems, minimum=0)
+            if checked is not None:
+                chosen[partition] = checked
+        result[name] = chosen
+    return result
