@@ -194,7 +194,7 @@ def test_latest_and_pattern_and_other_sinks() -> None:
     doc["spec"].update(
         topicPattern="clicks-.*",
         startingOffsets="latest",
-        batchInterval=0.5,
+        batchInterval="0.5",
         processor={"sink": "kafka", "options": {"topic": "out"}},
     )
     s = parse_stream(doc)

@@ -169,7 +169,10 @@ class RangeReader:
         while states:
             if self._should_stop():
                 raise StopRequestedError("stop requested")
-            messages = consumer.consume(num_messages=chunk_size, timeout=timeout)
+            # consume() waits until it has num_messages or the timeout passes: never ask for
+            # more than the offsets still open, or a small range would always wait the timeout.
+            remaining = sum(state.until - state.position for state in states.values())
+            messages = consumer.consume(num_messages=max(1, min(chunk_size, remaining)), timeout=timeout)
             now = time.monotonic()
             ends: dict[Any, int] = {}
             if messages and any(map(_message_error, messages)):
@@ -196,7 +199,7 @@ class RangeReader:
                 if state is not None and end >= state.until:
                     finished.append(state)
                     del states[key]
-            if len(messages) < chunk_size and states:
+            if len(messages) < min(chunk_size, remaining) and states:
                 finished.extend(self._finished_by_position(consumer, states, now))
             if finished:
                 consumer.pause([TopicPartition(s.range.topic, s.range.partition) for s in finished])

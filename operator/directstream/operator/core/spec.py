@@ -105,7 +105,7 @@ class StartingOffsets:
 
 @dataclass(frozen=True)
 class ResetSpec:
-    """``spec.reset``: move every partition once, at a batch boundary, per distinct ``id`` (a rewind/replay)."""
+    """``spec.reset``: a rewind/replay of every partition, applied once per distinct ``id``."""
 
     id: str
     to: ResetTo

@@ -25,7 +25,7 @@ TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# RFC 3339 date-time with upper-case T and Z (what datetime.fromisoformat reads); the CRD has the same pattern.
+# RFC 3339 date-time with upper-case T and Z (as datetime.fromisoformat reads it); the CRD has this pattern.
 # The offset is optional here only so that a time without one gets its own, clearer message.
 RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?"
@@ -388,7 +388,7 @@ def read_duration(s: Section, key: str, default: float) -> float:
 def read_explicit_offsets(
     value: object, path: str, problems: Problems, subscribed: Callable[[str], bool] | None
 ) -> dict[str, dict[int, int]]:
-    """``{topic: {partition: offset}}`` as users write it; ``subscribed`` (if given) must accept each topic."""
+    """``{topic: {partition: offset}}``; ``subscribed`` (if given) must accept every topic."""
     if not isinstance(value, Mapping) or not value:
         problems.add(
             path, f"expected a non-empty mapping topic -> {{partition: offset}}, got {describe(value)}"
