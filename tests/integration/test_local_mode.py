@@ -388,3 +388,34 @@ def test_plan_is_a_dry_run(kafka: KafkaBroker, topic_name, tmp_path):
     assert "next batch 1: 10 offsets in 2 range(s)" in result.stdout
     assert not (tmp_path / "st" / "state.json").exists()
     assert sys.executable
+
+
+def test_reset_rewinds_once_and_reprocesses(kafka: KafkaBroker, topic_name, tmp_path):
+    kafka.create_topic(topic_name, partitions=2)
+    kafka.produce(topic_name, 400, partitions=2)
+    out, state = tmp_path / "out", tmp_path / "state"
+    manifest = write_stream(tmp_path / "s.yaml", "rewind", kafka.bootstrap, jsonl_spec(topic_name, out))
+    cli("run", str(manifest), "--until-caught-up", "--state-dir", str(state), cwd=tmp_path, check=True)
+    assert state_file(state)["recordsTotal"] == 400
+
+    rewound = write_stream(
+        tmp_path / "r.yaml",
+        "rewind",
+        kafka.bootstrap,
+        jsonl_spec(topic_name, out, reset={"id": "replay-1", "to": "earliest"}),
+    )
+    result = cli(
+        "run", str(rewound), "--until-caught-up", "--state-dir", str(state), cwd=tmp_path, check=True
+    )
+    assert "reset replay-1: rewound to earliest" in result.stderr
+    doc = state_file(state)
+    assert doc["appliedReset"] == "replay-1"
+    assert doc["recordsTotal"] == 800, "every record was processed once more"
+    assert any("reset replay-1" in entry.get("note", "") for entry in doc["history"])
+    assert max(jsonl_offsets(out).values()) == 1, "a replayed range replaces its file"
+    assert group_offsets(kafka.bootstrap, "rewind", topic_name) == latest_offsets(kafka.bootstrap, topic_name)
+
+    # The same reset id is not applied twice.
+    again = cli("run", str(rewound), "--until-caught-up", "--state-dir", str(state), cwd=tmp_path, check=True)
+    assert "rewound" not in again.stderr
+    assert state_file(state)["recordsTotal"] == 800

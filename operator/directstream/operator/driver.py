@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Literal
 
 from directstream.executor.contract import ExecutorResult, KafkaClientSettings
 
-from .core.planning import BatchPlan, DataLossError, PlanInputs, TopicPartition, plan_batch
+from .core.planning import BatchPlan, DataLossError, PlanInputs, TopicPartition, plan_batch, reset_offsets
 from .core.rate import next_rate
-from .core.spec import StreamSpec
+from .core.spec import ResetSpec, StreamSpec
 from .core.state import LedgerEntry, StreamState
 from .core.work import build_work_units
 from .ports import DriverEvent, KafkaUnavailable, LauncherPort, Observer, OffsetsPort, StatePort
@@ -33,6 +34,22 @@ class RunMode(Enum):
 
 class BatchFailed(RuntimeError):
     """A batch failed ``maxAttempts`` times; its plan stays recorded, nothing was committed."""
+
+    def __init__(self, message: str, state: StreamState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+StepOutcome = Literal["batch", "idle", "reset", "caught-up", "data-loss", "batch-failed", "kafka-unavailable"]
+
+
+@dataclass(frozen=True)
+class Step:
+    state: StreamState
+    outcome: StepOutcome
+    plan: BatchPlan | None = None
+    message: str = ""
+    backlog: bool = False  # a rate cap left records behind: the next batch may start at once
 
 
 @dataclass(frozen=True)
@@ -229,7 +246,7 @@ class Driver:
                     f"{self.spec.max_attempts}); committed offsets unchanged: {reason}"
                 )
                 self._emit("failed", message, plan.batch_id, warning=True)
-                raise BatchFailed(message)
+                raise BatchFailed(message, state)
             state = state.with_retry(reason)
             await self._store.save(state)
             backoff = min(RETRY_BACKOFF_MAX_S, self._retry_backoff_s * 2 ** (attempts_here - 1))
@@ -309,7 +326,63 @@ class Driver:
                 warning=True,
             )
 
+    # -- resets (rewind / replay) -----------------------------------------------------------
+
+    async def apply_reset(self, state: StreamState, reset: ResetSpec) -> StreamState:
+        """Move the committed offsets to the reset's target, once per reset id, at a batch
+        boundary. A recorded batch that never committed is abandoned (the way out of a
+        poison record), and says so in the ledger."""
+        tps = await self._offsets.partitions()
+        marks = await self._offsets.watermarks(tps)
+        by_time: dict[TopicPartition, int] = {}
+        if reset.to == "timestamp" and reset.timestamp_ms is not None:
+            by_time = await self._offsets.offsets_for_timestamp(tps, reset.timestamp_ms)
+        target = reset_offsets(reset, marks, by_time, state.committed)
+        note = f"reset {reset.id}: rewound to {reset.to}"
+        if state.pending is not None:
+            note += f"; abandoned recorded batch {state.pending.plan.batch_id}"
+        moved = sum(1 for tp, off in target.items() if off != state.committed.get(tp))
+        state = state.with_reset(target, reset.id, note, self._now())
+        await self._store.save(state)
+        await self._commit_group(target, state.next_batch_id - 1)
+        self._emit(
+            "rewound",
+            f"{note} ({len(target)} partition(s))",
+            warning=False,
+            partitions=len(target),
+            moved=moved,
+        )
+        return state
+
     # -- the loop ---------------------------------------------------------------------------
+
+    async def step(self, state: StreamState, targets: Mapping[TopicPartition, int] | None = None) -> Step:
+        """One turn of the loop at a batch boundary: a pending reset, or the next batch.
+        Failures come back as outcomes (never as exceptions), with offsets unchanged."""
+        try:
+            reset = self.spec.reset
+            if reset is not None and reset.id != state.applied_reset:
+                state = await self.apply_reset(state, reset)
+                return Step(state, "reset", message=f"applied reset {reset.id}")
+            if targets is not None and state.pending is None and self._caught_up(state, targets):
+                message = (
+                    f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
+                )
+                self._emit("caught-up", message)
+                return Step(state, "caught-up", message=message)
+            state, plan = await self.run_batch(state, targets)
+        except DataLossError as exc:
+            message = f"{exc}; committed offsets unchanged (onDataLoss: fail)"
+            self._emit("failed", message, warning=True, reason="DataLoss")
+            return Step(state, "data-loss", message=message)
+        except BatchFailed as exc:
+            return Step(exc.state, "batch-failed", message=str(exc))
+        except KafkaUnavailable as exc:
+            self._emit("kafka-unavailable", str(exc), warning=True)
+            return Step(state, "kafka-unavailable", message=str(exc))
+        if plan is None:
+            return Step(state, "idle")
+        return Step(state, "batch", plan=plan, backlog=plan.rate_capped)
 
     async def run(self, mode: RunMode = RunMode.FOREVER) -> RunOutcome:
         if self.spec.suspend:
@@ -318,7 +391,6 @@ class Driver:
             )
         if self.spec.stop_at == "latest" and mode is RunMode.FOREVER:
             mode = RunMode.UNTIL_CAUGHT_UP
-        kafka_failures = 0
         try:
             state = await self.load_state()
             targets: dict[TopicPartition, int] | None = None
@@ -327,33 +399,27 @@ class Driver:
                 targets = {tp: m.latest for tp, m in marks.items()}
         except KafkaUnavailable as exc:
             return RunOutcome(False, "kafka-unavailable", str(exc))
+        kafka_failures = 0
         next_tick = self._now()
         while not self._stop.is_set():
-            if targets is not None and state.pending is None and self._caught_up(state, targets):
-                message = (
-                    f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
-                )
-                self._emit("caught-up", message)
-                return RunOutcome(True, "caught-up", message)
-            try:
-                state, plan = await self.run_batch(state, targets)
-                kafka_failures = 0
-            except DataLossError as exc:
-                message = f"{exc}; committed offsets unchanged (onDataLoss: fail)"
-                self._emit("failed", message, warning=True)
-                return RunOutcome(False, "data-loss", message)
-            except BatchFailed as exc:
-                return RunOutcome(False, "batch-failed", str(exc))
-            except KafkaUnavailable as exc:
+            result = await self.step(state, targets)
+            state = result.state
+            if result.outcome == "caught-up":
+                return RunOutcome(True, "caught-up", result.message)
+            if result.outcome in ("data-loss", "batch-failed"):
+                return RunOutcome(False, result.outcome, result.message)
+            if result.outcome == "kafka-unavailable":
                 kafka_failures += 1
-                self._emit("kafka-unavailable", str(exc), warning=True, failures=kafka_failures)
                 if mode is not RunMode.FOREVER and kafka_failures >= 3:
-                    return RunOutcome(False, "kafka-unavailable", str(exc))
+                    return RunOutcome(False, "kafka-unavailable", result.message)
                 await self._sleep(min(RETRY_BACKOFF_MAX_S, self._retry_backoff_s * 2**kafka_failures))
                 continue
+            kafka_failures = 0
+            if result.outcome == "reset":
+                continue
             if mode is RunMode.ONCE:
-                return RunOutcome(True, "once", "one batch done" if plan else "no new records")
-            if plan is not None and plan.rate_capped:
+                return RunOutcome(True, "once", "one batch done" if result.plan else "no new records")
+            if result.backlog:
                 next_tick = self._now()  # a backlog: start the next batch right away
                 continue
             next_tick = max(next_tick + self.spec.batch_interval_seconds, self._now() - 1e-3)

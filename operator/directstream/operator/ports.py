@@ -55,6 +55,7 @@ EventKind = Literal[
     "drift",
     "kafka-unavailable",
     "stopped",
+    "rewound",
 ]
 
 

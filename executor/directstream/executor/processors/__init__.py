@@ -1,7 +1,8 @@
 """Processors: the protocol and the built-in sinks, chosen by ``processor.sink``.
 
-``jsonl`` (files per range), ``kafka`` (produce onward), ``stdout`` (JSON lines), ``count`` (counts
-only) and ``python`` (a user factory, see :mod:`.python_entry`).
+``jsonl`` (files per range), ``kafka`` (produce onward; ``transactional: true`` for exactly once),
+``postgres`` (rows and offsets in one transaction per range, see :mod:`.postgres`), ``stdout``
+(JSON lines), ``count`` (counts only) and ``python`` (a user factory, see :mod:`.python_entry`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors.base import BaseProcessor, CountProcessor, Processor
 from directstream.executor.processors.jsonl import JsonlProcessor
 from directstream.executor.processors.kafka_sink import KafkaProcessor
+from directstream.executor.processors.postgres import PostgresProcessor
 from directstream.executor.processors.python_entry import PythonProcessor
 from directstream.executor.processors.stdout import StdoutProcessor
 
@@ -22,6 +24,7 @@ __all__ = ["SINKS", "BaseProcessor", "CountProcessor", "Processor", "build_proce
 SINKS: dict[str, Callable[[Mapping[str, Any], WorkUnit], Processor]] = {
     "jsonl": lambda options, unit: JsonlProcessor(options),
     "kafka": KafkaProcessor,
+    "postgres": PostgresProcessor,
     "stdout": lambda options, unit: StdoutProcessor(),
     "count": lambda options, unit: CountProcessor(),
     "python": PythonProcessor,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from directstream.executor.contract import OffsetRange
 
-from .spec import StreamSpec
+from .spec import ResetSpec, StreamSpec
 
 TopicPartition = tuple[str, int]
 
@@ -206,6 +206,32 @@ def plan_batch(spec: StreamSpec, inputs: PlanInputs, batch_id: int) -> BatchPlan
             capped = True
         ranges.append(OffsetRange(tp[0], tp[1], start, until))
     return BatchPlan(batch_id, tuple(ranges), tuple(losses), tuple(new), capped)
+
+
+def reset_offsets(
+    reset: ResetSpec,
+    watermarks: Mapping[TopicPartition, Watermarks],
+    timestamp_offsets: Mapping[TopicPartition, int],
+    committed: Mapping[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """Where a rewind / replay puts each partition. ``offsets`` moves only the partitions it
+    names; the other kinds move every partition the stream reads. Targets are clamped into
+    the log so the next batch starts on a readable offset."""
+    target: dict[TopicPartition, int] = {}
+    for tp, marks in sorted(watermarks.items()):
+        if reset.to == "earliest":
+            offset = marks.earliest
+        elif reset.to == "latest":
+            offset = marks.latest
+        elif reset.to == "timestamp":
+            offset = timestamp_offsets.get(tp, marks.latest)
+        else:
+            explicit = reset.offsets.get(tp[0], {}).get(tp[1])
+            if explicit is None:
+                continue
+            offset = explicit
+        target[tp] = min(max(offset, marks.earliest), marks.latest)
+    return target
 
 
 def split_work(

@@ -76,6 +76,7 @@ class StreamState:
     ledger: tuple[LedgerEntry, ...] = ()
     rate: RateState = field(default_factory=RateState)
     records_total: int = 0
+    applied_reset: str | None = None  # id of the last spec.reset applied
 
     @property
     def is_new(self) -> bool:
@@ -110,8 +111,25 @@ class StreamState:
             records_total=self.records_total + entry.records,
         )
 
+    def with_reset(
+        self, offsets: Mapping[TopicPartition, int], reset_id: str, note: str, now: float
+    ) -> StreamState:
+        """Committed offsets moved by a rewind / replay; any recorded plan is abandoned. The
+        reset takes a batch id so the ledger shows where it happened."""
+        committed = dict(self.committed)
+        committed.update(offsets)
+        entry = LedgerEntry(self.next_batch_id, 0, len(offsets), 0, 0, 0.0, now, note)
+        return replace(
+            self,
+            committed=committed,
+            pending=None,
+            next_batch_id=self.next_batch_id + 1,
+            ledger=(*self.ledger, entry)[-LEDGER_LIMIT:],
+            applied_reset=reset_id,
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "version": STATE_VERSION,
             "committed": offsets_to_json(self.committed),
             "pending": pending_to_json(self.pending, self.committed),
@@ -120,6 +138,9 @@ class StreamState:
             "rate": self.rate.to_json(),
             "recordsTotal": self.records_total,
         }
+        if self.applied_reset is not None:
+            doc["appliedReset"] = self.applied_reset
+        return doc
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> StreamState:
@@ -133,6 +154,7 @@ class StreamState:
             ledger=tuple(LedgerEntry.from_json(e) for e in doc.get("history", [])),
             rate=RateState.from_json(doc.get("rate")),
             records_total=int(doc.get("recordsTotal", 0)),
+            applied_reset=doc.get("appliedReset"),
         )
 
 
