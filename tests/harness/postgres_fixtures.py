@@ -13,13 +13,13 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from tests.harness.kafka_fixtures import ROOT
-
+ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_SH = ROOT / "hack" / "postgres.sh"
 
 

@@ -7,11 +7,13 @@ own verdict (CEL rules, defaults, pruning) is in tests/integration/test_crd_clus
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -64,6 +66,7 @@ MINIMAL: dict[str, Any] = {
 }
 
 
+@functools.cache
 def load_crd() -> dict[str, Any]:
     doc = yaml.safe_load(CRD_PATH.read_text())
     assert isinstance(doc, dict)
@@ -94,7 +97,7 @@ def property_paths(node: dict[str, Any], path: str) -> Iterator[str]:
     """Dotted paths of the properties below ``node`` (not into array items or map values)."""
     for key, child in node.get("properties", {}).items():
         yield f"{path}.{key}"
-        if path != "spec.kafka":  # the keys of spec.kafka.config contain dots; the parser treats it as a leaf
+        if f"{path}.{key}" != "spec.kafka.config":  # its keys have dots; a free-form leaf for the parser
             yield from property_paths(child, f"{path}.{key}")
 
 
@@ -117,7 +120,7 @@ def schema_errors(value: Any, node: dict[str, Any], path: str = "") -> list[str]
     if value is None:
         return [] if node.get("nullable") else [f"{path}: null (would be pruned)"]
     for name in ("anyOf", "oneOf"):
-        if name in node:
+        if node.get(name):
             passing = sum(
                 not schema_errors(value, {**node, **branch, name: None}, path) for branch in node[name]
             )
@@ -489,7 +492,7 @@ def test_duration_pattern_equals_the_parser(text: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.integers(min_value=0, max_value=10**15),
+    st.integers(min_value=86_400_000, max_value=253_402_000_000_000),
     st.integers(-2, 7),
     st.sampled_from(["Z", "+01:00", "-05:30", ""]),
 )
@@ -604,6 +607,7 @@ def full_state() -> StreamState:
         ),
         rate=RateState(rate=1234.5, updated_at=1793491200.25, error=-3.5),
         records_total=4711,
+        applied_reset="r1",
     )
     return state.with_plan(plan, now=1793491201.75).with_retry("executor 1 exited with 3: boom")
 
@@ -636,7 +640,6 @@ def full_status() -> dict[str, Any]:
             "partitions": [{"topic": "clicks", "partition": p, "lag": 41 - p} for p in range(3)],
             "updatedAt": "2026-11-01T00:00:05Z",
         },
-        appliedReset="r1",
         executors={"active": 2, "succeeded": 1, "failed": 1},
     )
     return status
@@ -673,3 +676,36 @@ def test_conditions_are_a_list_map_keyed_by_type() -> None:
     assert conditions["items"]["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
     assert node_at("status.phase")["enum"] == ["Pending", "Running", "Suspended", "Completed", "Failed"]
     assert node_at("status.lag.partitions")["maxItems"] == 100
+
+
+def test_status_schema_accepts_what_build_status_writes() -> None:
+    """The operator's own status builder (core/status.py), with every optional part present."""
+    status_module = pytest.importorskip("directstream.operator.core.status")
+    state = full_state()
+    conditions: list[dict[str, Any]] = []
+    for kind in status_module.CONDITION_TYPES:
+        conditions = status_module.set_condition(
+            conditions, kind, "True", "SomeReason", "x" * 5000, generation=2, now_iso="2026-11-01T00:00:00Z"
+        )
+    latest = {tp: offset + 10 for tp, offset in state.committed.items()}
+    latest.update({("views", p): 1000 for p in range(150)})
+    progress = SimpleNamespace(active=1, pending=1, succeeded=2, failed=1)  # the JobProgress counts it reads
+    built = status_module.build_status(
+        state,
+        generation=2,
+        phase="Running",
+        conditions=conditions,
+        latest=latest,
+        job_name="clicks-8-2",
+        applied_reset="r2",
+        now_iso="2026-11-01T00:00:05Z",
+        executors=progress,
+    )
+    assert {"lag", "executors", "appliedReset", "conditions", "observedGeneration"} <= set(built)
+    assert schema_errors(built, node_at("status"), "status") == []
+    assert tuple(node_at("status.phase")["enum"]) == status_module.PHASES
+    assert (
+        tuple(node_at("status.conditions")["items"]["properties"]["status"]["enum"])
+        == status_module.CONDITION_STATUSES
+    )
+    assert node_at("status.lag.partitions")["maxItems"] == status_module.LAG_PARTITIONS_LIMIT

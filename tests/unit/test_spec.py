@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from directstream.operator.core.spec import (
     FieldProblem,
+    ResetSpec,
     SpecError,
     StreamSpec,
     format_duration,
+    known_spec_fields,
     parse_duration,
     parse_spec,
     parse_stream,
@@ -57,6 +59,8 @@ spec:
     max: 8
     maxRecords: 50000
     image: registry.local/directstream:1.0
+    timeout: 30m
+    pendingTimeout: 45
     resources: {limits: {cpu: "1"}}
     env: [{name: A, value: b}]
     serviceAccountName: runner
@@ -70,6 +74,8 @@ spec:
   maxAttempts: 5
   suspend: true
   stopAt: latest
+  reset: {id: replay-1, to: offsets, offsets: {views.v2: {"3": 0}}}
+  deleteConsumerGroup: true
 """
 
 
@@ -105,6 +111,7 @@ def test_minimal_manifest_gets_every_default() -> None:
     assert s.rate.backpressure.min_per_partition == 100.0
     e = s.executors
     assert (e.max, e.max_records, e.image, e.service_account_name) == (4, 0, "", "")
+    assert (e.timeout_seconds, e.pending_timeout_seconds) == (600.0, 120.0)
     assert (e.resources, e.env, e.node_selector, e.tolerations, e.security_context) == ({}, (), {}, (), {})
     assert s.processor.sink == "jsonl"
     assert s.processor.options == {"directory": "/data/out"}
@@ -112,6 +119,8 @@ def test_minimal_manifest_gets_every_default() -> None:
     assert s.max_attempts == 3
     assert s.suspend is False
     assert s.stop_at == "never"
+    assert s.reset is None
+    assert s.delete_consumer_group is False
 
 
 def test_default_namespace_is_used_without_metadata_namespace() -> None:
@@ -156,6 +165,45 @@ def test_full_manifest_parses_every_field() -> None:
     assert s.processor.sink == "python"
     assert s.processor.options == {"entryPoint": "shop.handlers:on_batch", "table": "clicks"}
     assert (s.on_data_loss, s.max_attempts, s.suspend, s.stop_at) == ("earliest", 5, True, "latest")
+    assert (e.timeout_seconds, e.pending_timeout_seconds) == (1800.0, 45.0)
+    assert s.reset == ResetSpec("replay-1", "offsets", offsets={"views.v2": {3: 0}})
+    assert s.delete_consumer_group is True
+
+
+@pytest.mark.parametrize(
+    ("reset", "expected"),
+    [
+        ({"id": "r1", "to": "earliest"}, ResetSpec("r1", "earliest")),
+        ({"id": "r1", "to": "latest"}, ResetSpec("r1", "latest")),
+        (
+            {"id": "r2", "to": "timestamp", "timestamp": "2026-11-01T00:00:00Z"},
+            ResetSpec("r2", "timestamp", timestamp_ms=1793491200000),
+        ),
+        ({"id": "r3", "to": "timestamp", "timestamp": 5}, ResetSpec("r3", "timestamp", timestamp_ms=5)),
+        (
+            {"id": "x" * 63, "to": "offsets", "offsets": {"clicks": {"0": 1, 2: 3}}},
+            ResetSpec("x" * 63, "offsets", offsets={"clicks": {0: 1, 2: 3}}),
+        ),
+    ],
+)
+def test_reset(reset: dict[str, Any], expected: ResetSpec) -> None:
+    doc = load(MINIMAL)
+    doc["spec"]["reset"] = reset
+    assert parse_stream(doc).reset == expected
+
+
+def test_known_spec_fields_lists_every_reader() -> None:
+    fields = known_spec_fields()
+    assert len(fields) == len(set(fields))
+    assert {
+        "spec.kafka.configFrom.secretRef.name",
+        "spec.startingOffsets.timestamp",
+        "spec.reset.offsets",
+        "spec.executors.pendingTimeout",
+        "spec.rate.backpressure.minPerPartition",
+        "spec.deleteConsumerGroup",
+    } <= set(fields)
+    assert all(f.startswith("spec.") for f in fields)
 
 
 def test_parse_spec_takes_a_bare_spec() -> None:
@@ -379,6 +427,61 @@ BAD_SPECS = [
     ),
     ("empty groupId", spec_with(groupId=""), "spec.groupId", "must not be empty"),
     ("top-level typo", doc_with(specs={}), "specs", "did you mean 'spec'"),
+    ("float duration", spec_with(batchInterval=0.5), "spec.batchInterval", "whole number of seconds"),
+    ("huge duration", spec_with(batchInterval="9" * 400), "spec.batchInterval", "finite"),
+    ("zero timeout", spec_with(executors__timeout=0), "spec.executors.timeout", "positive"),
+    ("bad pending", spec_with(executors__pendingTimeout="2 min"), "spec.executors.pendingTimeout", "not a"),
+    (
+        "timestamp not RFC 3339",
+        spec_with(startingOffsets={"timestamp": "2026-11-01 00:00:00Z"}),
+        "spec.startingOffsets.timestamp",
+        "RFC 3339",
+    ),
+    ("reset w/o id", spec_with(reset={"to": "latest"}), "spec.reset.id", "required"),
+    ("reset empty id", spec_with(reset={"id": " ", "to": "latest"}), "spec.reset.id", "must not be empty"),
+    ("reset long id", spec_with(reset={"id": "x" * 64, "to": "latest"}), "spec.reset.id", "at most 63"),
+    ("reset w/o to", spec_with(reset={"id": "r"}), "spec.reset.to", "required"),
+    ("reset empty", spec_with(reset={}), "spec.reset.id", "required"),
+    ("reset bad to", spec_with(reset={"id": "r", "to": "start"}), "spec.reset.to", "earliest, latest"),
+    (
+        "reset w/o timestamp",
+        spec_with(reset={"id": "r", "to": "timestamp"}),
+        "spec.reset.timestamp",
+        "required when spec.reset.to is timestamp",
+    ),
+    (
+        "reset w/o offsets",
+        spec_with(reset={"id": "r", "to": "offsets"}),
+        "spec.reset.offsets",
+        "required when spec.reset.to is offsets",
+    ),
+    (
+        "reset stray timestamp",
+        spec_with(reset={"id": "r", "to": "latest", "timestamp": 5}),
+        "spec.reset.timestamp",
+        "only allowed when spec.reset.to is timestamp",
+    ),
+    (
+        "reset stray offsets",
+        spec_with(reset={"id": "r", "to": "earliest", "offsets": {"clicks": {"0": 1}}}),
+        "spec.reset.offsets",
+        "only allowed",
+    ),
+    (
+        "reset unsubscribed",
+        spec_with(reset={"id": "r", "to": "offsets", "offsets": {"views": {"0": 1}}}),
+        "spec.reset.offsets.views",
+        "not subscribed",
+    ),
+    (
+        "reset negative",
+        spec_with(reset={"id": "r", "to": "offsets", "offsets": {"clicks": {"0": -1}}}),
+        "spec.reset.offsets.clicks.0",
+        ">= 0",
+    ),
+    ("reset typo", spec_with(reset={"id": "r", "to": "latest", "ts": 1}), "spec.reset.ts", "unknown field"),
+    ("reset not mapping", spec_with(reset="latest"), "spec.reset", "expected a mapping"),
+    ("deleteConsumerGroup str", spec_with(deleteConsumerGroup="yes"), "spec.deleteConsumerGroup", "boolean"),
 ]
 
 

@@ -28,21 +28,21 @@ A missing row is the driver's to create (:func:`seed_offsets`, from the offsets 
 see ``seed_missing`` for the sink-side alternative. The driver reads the chain back with
 :func:`read_stored_offsets` to start from the database's offsets (Spark's ``fromOffsets``).
 
-psycopg 3 is imported lazily, so executors that use other sinks do not need it.
+This module imports psycopg 3; the sink registry imports it only for the ``postgres`` sink, so
+executors of other sinks do not need psycopg.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
+
+import psycopg
+from psycopg import sql
 
 from directstream.executor.contract import OffsetRange
 from directstream.executor.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg import sql
 
 DEFAULT_OFFSETS_TABLE = "directstream_offsets"
 _DDL_LOCK = 0x6473_6464_6C  # advisory lock key: concurrent CREATE TABLE IF NOT EXISTS can collide
@@ -56,30 +56,42 @@ class MissingOffsetError(Exception):
     """No chain row for the partition, and the caller may not start one."""
 
 
+class StoredChain(NamedTuple):
+    next_offset: int
+    batch_id: int | None
+    batch_from: int | None
+
+    def applied(self, batch_id: int, range_: OffsetRange) -> bool:
+        """This batch's chain already covers ``range_`` (pieces of a batch commit in order)."""
+        return (
+            self.batch_id == batch_id
+            and self.batch_from is not None
+            and self.batch_from <= range_.from_offset
+            and range_.until_offset <= self.next_offset
+        )
+
+
+def _select_chain(table: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT next_offset, batch_id, batch_from FROM {} WHERE stream = %s AND topic = %s AND partition = %s"
+    ).format(table_identifier(table))
+
+
+def read_chain(
+    conn: psycopg.Connection[Any], table: str, stream: str, topic: str, partition: int
+) -> StoredChain | None:
+    row = conn.execute(_select_chain(table), (stream, topic, partition)).fetchone()
+    return None if row is None else StoredChain(*row)
+
+
 class ChainStep(enum.Enum):
     COMMITTED = "committed"
     ALREADY_APPLIED = "already applied"
     WAIT = "wait"
 
 
-def psycopg_module() -> Any:
-    """psycopg 3, or a :class:`ConfigurationError` that says how to get it."""
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise ConfigurationError(
-            "PostgreSQL support needs psycopg 3 in the executor image: pip install 'psycopg[binary]>=3.2'"
-        ) from exc
-    return psycopg
-
-
-def _sql() -> Any:
-    return psycopg_module().sql
-
-
 def table_identifier(name: str) -> sql.Identifier:
     """``table`` or ``schema.table`` as a quoted identifier (never pasted into SQL as text)."""
-    sql = _sql()
     parts = name.split(".")
     if not name or len(parts) > 2 or not all(parts):
         raise ConfigurationError(f"table name must be 'table' or 'schema.table', got {name!r}")
@@ -87,15 +99,14 @@ def table_identifier(name: str) -> sql.Identifier:
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
-    psycopg = psycopg_module()
+    """An autocommit connection: transactions are explicit (``conn.transaction()``)."""
     try:
-        conn: psycopg.Connection[Any] = psycopg.connect(dsn, autocommit=True, application_name="directstream")
+        return psycopg.connect(dsn, autocommit=True, application_name="directstream")
     except psycopg.Error as exc:
         raise ConfigurationError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
-    return conn
 
 
-def ensure_table(conn: psycopg.Connection[Any], ddl: sql.Composable) -> None:
+def ensure_table(conn: psycopg.Connection[Any], ddl: sql.Composed) -> None:
     """Run ``CREATE TABLE IF NOT EXISTS``, serialised: concurrent ones may fail on the catalog."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
@@ -103,7 +114,6 @@ def ensure_table(conn: psycopg.Connection[Any], ddl: sql.Composable) -> None:
 
 
 def offsets_ddl(table: str) -> sql.Composed:
-    sql = _sql()
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} ("
         " stream text NOT NULL, topic text NOT NULL, partition integer NOT NULL,"
@@ -115,8 +125,6 @@ def offsets_ddl(table: str) -> sql.Composed:
 
 def read_stored_offsets(dsn: str, offsets_table: str, stream: str) -> dict[tuple[str, int], int]:
     """``{(topic, partition): next_offset}`` of ``stream``; empty if the table does not exist."""
-    sql = _sql()
-
     with connect(dsn) as conn:
         exists = conn.execute("SELECT to_regclass(%s)", (_regclass_name(offsets_table),)).fetchone()
         if exists is None or exists[0] is None:
@@ -133,8 +141,6 @@ def read_stored_offsets(dsn: str, offsets_table: str, stream: str) -> dict[tuple
 def seed_offsets(dsn: str, table: str, stream: str, offsets: Mapping[tuple[str, int], int]) -> int:
     """Start the chain of every partition in ``offsets`` that has none (insert-if-missing; rows
     that exist keep their offset). Creates the table if needed; returns the rows inserted."""
-    sql = _sql()
-
     rows = [(stream, topic, partition, offset) for (topic, partition), offset in sorted(offsets.items())]
     with connect(dsn) as conn:
         ensure_table(conn, offsets_ddl(table))
@@ -152,12 +158,10 @@ def seed_offsets(dsn: str, table: str, stream: str, offsets: Mapping[tuple[str, 
 
 
 def _regclass_name(table: str) -> str:
-    sql = _sql()
-
     return ".".join(sql.Identifier(part).as_string(None) for part in table.split("."))
 
 
-def apply_range(
+def apply_range(  # noqa: PLR0917 (internal helper; one call site per sink)
     conn: psycopg.Connection[Any],
     table: str,
     stream: str,
@@ -173,8 +177,6 @@ def apply_range(
     ``seed_missing`` starts a missing chain at ``from``. Only safe when the partition's first
     range is not split across executors: a later piece could otherwise start the chain past an
     earlier one (that earlier piece then fails as stale rather than being lost)."""
-    sql = _sql()
-
     ident = table_identifier(table)
     key = (stream, range_.topic, range_.partition)
     cas = sql.SQL(
@@ -182,9 +184,6 @@ def apply_range(
         " batch_from = CASE WHEN batch_id IS NOT DISTINCT FROM %s THEN batch_from ELSE %s END,"
         " updated_at = now()"
         " WHERE stream = %s AND topic = %s AND partition = %s AND next_offset = %s RETURNING 1"
-    ).format(ident)
-    select = sql.SQL(
-        "SELECT next_offset, batch_id, batch_from FROM {} WHERE stream = %s AND topic = %s AND partition = %s"
     ).format(ident)
     for _ in range(2):  # a second round only after seeding a missing row
         with conn.transaction():
@@ -194,7 +193,8 @@ def apply_range(
             if conn.execute(cas, params).fetchone() is not None:
                 write_outputs(conn)
                 return ChainStep.COMMITTED, range_.from_offset
-            stored = conn.execute(select, key).fetchone()
+            row = conn.execute(_select_chain(table), key).fetchone()
+            stored = None if row is None else StoredChain(*row)
         if stored is None:
             if not seed_missing:
                 raise MissingOffsetError(
@@ -210,19 +210,13 @@ def apply_range(
                 (*key, range_.from_offset),
             )
             continue
-        next_offset, stored_batch, batch_from = stored
-        if (
-            stored_batch == batch_id
-            and batch_from is not None
-            and batch_from <= range_.from_offset
-            and range_.until_offset <= next_offset
-        ):
-            return ChainStep.ALREADY_APPLIED, int(next_offset)
-        if next_offset < range_.from_offset:
-            return ChainStep.WAIT, int(next_offset)
+        if stored.applied(batch_id, range_):
+            return ChainStep.ALREADY_APPLIED, stored.next_offset
+        if stored.next_offset < range_.from_offset:
+            return ChainStep.WAIT, stored.next_offset
         raise StaleAttemptError(
-            f"stale attempt: offsets table says {next_offset} for stream {stream!r} {range_.topic}"
-            f"[{range_.partition}] (batch {stored_batch}), this range starts at {range_.from_offset} "
+            f"stale attempt: offsets table says {stored.next_offset} for stream {stream!r} {range_.topic}"
+            f"[{range_.partition}] (batch {stored.batch_id}), this range starts at {range_.from_offset} "
             f"(batch {batch_id}); nothing was written"
         )
     raise MissingOffsetError(f"could not start the offset chain of {range_.topic}[{range_.partition}]")

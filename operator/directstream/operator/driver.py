@@ -16,7 +16,15 @@ from typing import Literal
 
 from directstream.executor.contract import ExecutorResult, KafkaClientSettings
 
-from .core.planning import BatchPlan, DataLossError, PlanInputs, TopicPartition, plan_batch, reset_offsets
+from .core.planning import (
+    BatchPlan,
+    DataLossError,
+    PlanInputs,
+    TopicPartition,
+    Watermarks,
+    plan_batch,
+    reset_offsets,
+)
 from .core.rate import next_rate
 from .core.spec import ResetSpec, StreamSpec
 from .core.state import LedgerEntry, StreamState
@@ -145,6 +153,10 @@ class Driver:
             )
             await self._offsets.commit(self.spec.group_id, state.committed)
         return state
+
+    async def watermarks_now(self) -> dict[TopicPartition, Watermarks]:
+        """Earliest and latest offsets of every partition the stream reads now."""
+        return await self._offsets.watermarks(await self._offsets.partitions())
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -395,8 +407,7 @@ class Driver:
             state = await self.load_state()
             targets: dict[TopicPartition, int] | None = None
             if mode is RunMode.UNTIL_CAUGHT_UP:
-                marks = await self._offsets.watermarks(await self._offsets.partitions())
-                targets = {tp: m.latest for tp, m in marks.items()}
+                targets = {tp: m.latest for tp, m in (await self.watermarks_now()).items()}
         except KafkaUnavailable as exc:
             return RunOutcome(False, "kafka-unavailable", str(exc))
         kafka_failures = 0

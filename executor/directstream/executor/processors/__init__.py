@@ -14,17 +14,30 @@ from directstream.executor.contract import ProcessorSettings, WorkUnit
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors.base import BaseProcessor, CountProcessor, Processor
 from directstream.executor.processors.jsonl import JsonlProcessor
-from directstream.executor.processors.kafka_sink import KafkaProcessor
-from directstream.executor.processors.postgres import PostgresProcessor
+from directstream.executor.processors.kafka_transactional import kafka_processor
 from directstream.executor.processors.python_entry import PythonProcessor
 from directstream.executor.processors.stdout import StdoutProcessor
 
 __all__ = ["SINKS", "BaseProcessor", "CountProcessor", "Processor", "build_processor"]
 
+
+def _postgres_processor(options: Mapping[str, Any], unit: WorkUnit) -> Processor:
+    # Imported on use: psycopg is needed only by this sink.
+    try:
+        from directstream.executor.processors.postgres import PostgresProcessor  # noqa: PLC0415
+    except ImportError as exc:
+        if not (exc.name or "").startswith("psycopg"):
+            raise
+        raise ConfigurationError(
+            "the postgres sink needs psycopg 3 in the executor image: pip install 'psycopg[binary]>=3.2'"
+        ) from exc
+    return PostgresProcessor(options, unit)
+
+
 SINKS: dict[str, Callable[[Mapping[str, Any], WorkUnit], Processor]] = {
     "jsonl": lambda options, unit: JsonlProcessor(options),
-    "kafka": KafkaProcessor,
-    "postgres": PostgresProcessor,
+    "kafka": kafka_processor,
+    "postgres": _postgres_processor,
     "stdout": lambda options, unit: StdoutProcessor(),
     "count": lambda options, unit: CountProcessor(),
     "python": PythonProcessor,

@@ -6,11 +6,12 @@ partitioner (by key). Options:
 - ``topic`` (required): the target topic;
 - ``bootstrapServers``: the target cluster; default the source cluster, in which case the source's
   ``security.*`` / ``sasl.*`` / ``ssl.*`` settings and secrets are reused;
-- ``config``: extra librdkafka producer settings.
+- ``config``: extra librdkafka producer settings;
+- ``transactional``: ``true`` for exactly-once output (see :mod:`.kafka_transactional`).
 
 The producer is idempotent (no duplicates or reordering from its own retries) and is flushed at
-``close_range``; a failed delivery fails the range. A retried range is produced again, so the
-output is at-least-once across attempts (a transactional variant closes that gap).
+``close_range``; a failed delivery fails the range. Without ``transactional`` a retried range is
+produced again, so the output is at-least-once across attempts.
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ def producer_config(options: Mapping[str, Any], unit: WorkUnit) -> dict[str, Any
 
 
 class KafkaProcessor(BaseProcessor):
-    def __init__(self, options: Mapping[str, Any], unit: WorkUnit) -> None:
+    def __init__(
+        self, options: Mapping[str, Any], unit: WorkUnit, config: dict[str, Any] | None = None
+    ) -> None:
         topic = options.get("topic")
         if not isinstance(topic, str) or not topic:
             raise ConfigurationError("kafka sink needs options.topic (the target topic)")
         self.topic = topic
-        config = producer_config(options, unit)
+        config = dict(config if config is not None else producer_config(options, unit))
         config["on_delivery"] = self._on_delivery
         try:
             self._producer = Producer(config)

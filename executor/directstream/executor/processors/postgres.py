@@ -40,13 +40,18 @@ read, so two units holding each other's successors cannot deadlock.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import psycopg
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
 
 from directstream.executor.contract import OffsetRange, WorkUnit
 from directstream.executor.errors import ConfigurationError, RangeFailedError
@@ -59,15 +64,12 @@ from directstream.executor.offset_store_postgres import (
     connect,
     ensure_table,
     offsets_ddl,
-    psycopg_module,
+    read_chain,
     table_identifier,
 )
 from directstream.executor.processors.base import BaseProcessor
 from directstream.executor.processors.python_entry import load_entry_point
 from directstream.executor.records import Headers, KafkaRecord
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = logging.getLogger(__name__)
 DEFAULT_TABLE = "directstream_records"
@@ -76,8 +78,7 @@ RAW_COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp", "hea
 _RAW_STAGE_TYPES = ["int8", "bytea", "bytea", "int8", "jsonb"]
 
 
-def _results_ddl(table: str) -> Any:
-    sql = psycopg_module().sql
+def _results_ddl(table: str) -> sql.Composed:
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} ("
         ' topic text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,'
@@ -92,14 +93,15 @@ def _dsn(options: Mapping[str, Any]) -> str:
         if not isinstance(dsn, str) or not dsn:
             raise ConfigurationError("postgres sink options.dsn must be a connection string")
         try:
-            fields = psycopg_module().conninfo.conninfo_to_dict(dsn)
-        except Exception as exc:
+            fields = conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
             raise ConfigurationError(
                 f"postgres sink options.dsn is not a valid connection string: {exc}"
             ) from exc
         if fields.get("password"):
             raise ConfigurationError(
-                "postgres sink options.dsn must not carry a password: use options.dsnEnv (from a Secret) or PGPASSWORD"
+                "postgres sink options.dsn must not carry a password: "
+                "use options.dsnEnv (filled from a Secret) or PGPASSWORD"
             )
         return dsn
     variable = options.get("dsnEnv", DEFAULT_DSN_ENV)
@@ -123,15 +125,12 @@ def _headers_json(headers: Headers | None) -> list[list[str | None]]:
         try:
             entries.append([name, data.decode("utf-8")])
         except UnicodeDecodeError:
-            import base64
-
             entries.append([name, None, base64.b64encode(data).decode("ascii")])
     return entries
 
 
 class PostgresProcessor(BaseProcessor):
     def __init__(self, options: Mapping[str, Any], unit: WorkUnit) -> None:
-        self._psycopg = psycopg_module()
         self._unit = unit
         self._table = str(options.get("table", DEFAULT_TABLE))
         self._offsets_table = str(options.get("offsetsTable", DEFAULT_OFFSETS_TABLE))
@@ -149,20 +148,8 @@ class PostgresProcessor(BaseProcessor):
         self._columns: tuple[str, ...] | None = None if self._transform else RAW_COLUMNS
         self._conn = connect(_dsn(options))
         try:
-            ensure_table(self._conn, offsets_ddl(self._offsets_table))
-            if self._transform is None:
-                ensure_table(self._conn, _results_ddl(self._table))
-            elif self._conn.execute(
-                "SELECT to_regclass(%s)", (self._results.as_string(self._conn),)
-            ).fetchone() == (None,):
-                raise ConfigurationError(
-                    f"postgres sink with options.transform needs the results table {self._table} to exist "
-                    "(its columns are the keys the transform returns)"
-                )
-        except self._psycopg.Error as exc:
-            self._conn.close()
-            raise ConfigurationError(f"postgres sink cannot prepare its tables: {exc}") from exc
-        except ConfigurationError:
+            self._prepare_tables()
+        except BaseException:
             self._conn.close()
             raise
         self._stage_names = {r: f"directstream_stage_{i}" for i, r in enumerate(unit.ranges)}
@@ -171,30 +158,38 @@ class PostgresProcessor(BaseProcessor):
         self._skipped: set[OffsetRange] = set()
         self._closed = 0
 
+    def _prepare_tables(self) -> None:
+        try:
+            ensure_table(self._conn, offsets_ddl(self._offsets_table))
+            if self._transform is None:
+                ensure_table(self._conn, _results_ddl(self._table))
+                return
+            found = self._conn.execute(
+                "SELECT to_regclass(%s)", (self._results.as_string(self._conn),)
+            ).fetchone()
+        except psycopg.Error as exc:
+            raise ConfigurationError(f"postgres sink cannot prepare its tables: {exc}") from exc
+        if found is None or found[0] is None:
+            raise ConfigurationError(
+                f"postgres sink with options.transform needs the results table {self._table} to exist "
+                "(its columns are the keys the transform returns)"
+            )
+
     # -- protocol ------------------------------------------------------------------------------
 
     def open_range(self, range_: OffsetRange) -> None:
         if range_.count == 0:
             return
         # Cheap check first: a replayed range that already committed is neither staged nor written.
-        sql = self._psycopg.sql
-        stored = self._conn.execute(
-            sql.SQL(
-                "SELECT next_offset, batch_id, batch_from FROM {} WHERE stream = %s AND topic = %s AND partition = %s"
-            ).format(table_identifier(self._offsets_table)),
-            (self._unit.stream, range_.topic, range_.partition),
-        ).fetchone()
-        if stored is not None:
-            next_offset, batch, batch_from = stored
-            if batch == self._unit.batch_id and batch_from is not None:
-                if batch_from <= range_.from_offset and range_.until_offset <= next_offset:
-                    log.info(
-                        "range %s already applied in batch %d (offsets table at %d); skipped",
-                        range_,
-                        batch,
-                        next_offset,
-                    )
-                    self._skipped.add(range_)
+        try:
+            stored = read_chain(
+                self._conn, self._offsets_table, self._unit.stream, range_.topic, range_.partition
+            )
+        except psycopg.Error as exc:
+            raise RangeFailedError(range_, range_.from_offset, f"PostgreSQL: {exc}".strip()) from exc
+        if stored is not None and stored.applied(self._unit.batch_id, range_):
+            log.info("range %s already applied (offsets table at %d); skipped", range_, stored.next_offset)
+            self._skipped.add(range_)
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
         if range_ in self._skipped:
@@ -219,7 +214,6 @@ class PostgresProcessor(BaseProcessor):
     # -- staging -------------------------------------------------------------------------------
 
     def _stage(self, range_: OffsetRange, columns: Sequence[str], types: list[str] | None) -> Any:
-        sql = self._psycopg.sql
         name = sql.Identifier(self._stage_names[range_])
         if range_ not in self._staged:
             if types is None:
@@ -261,25 +255,23 @@ class PostgresProcessor(BaseProcessor):
         if self._columns is None:
             self._columns = tuple(rows[0])
         columns = self._columns
-        json_wrapper = self._psycopg.types.json.Jsonb
         with self._stage(range_, columns, None) as copy:
             for row in rows:
                 if tuple(row) != columns:
                     raise ConfigurationError(
                         f"transform rows must all have the columns {list(columns)}, got {list(row)}"
                     )
-                copy.write_row([json_wrapper(v) if isinstance(v, dict | list) else v for v in row.values()])
+                copy.write_row([Jsonb(v) if isinstance(v, dict | list) else v for v in row.values()])
         self._staged[range_] += len(rows)
 
     def _drop_stage(self, range_: OffsetRange) -> None:
         if self._staged.pop(range_, None) is None:
             return
-        sql = self._psycopg.sql
         try:
             self._conn.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self._stage_names[range_]))
             )
-        except self._psycopg.Error as exc:
+        except psycopg.Error as exc:
             log.warning("could not drop the staging table of %s: %s", range_, exc)
 
     # -- applying ------------------------------------------------------------------------------
@@ -288,7 +280,6 @@ class PostgresProcessor(BaseProcessor):
         def write(conn: psycopg.Connection[Any]) -> None:
             if range_ not in self._staged:
                 return  # no records (gaps only, or all dropped by the transform)
-            sql = self._psycopg.sql
             stage = sql.Identifier(self._stage_names[range_])
             if self._transform is None:
                 statement = sql.SQL(
@@ -321,7 +312,7 @@ class PostgresProcessor(BaseProcessor):
             )
         except (StaleAttemptError, MissingOffsetError) as exc:
             raise RangeFailedError(range_, range_.from_offset, str(exc)) from exc
-        except self._psycopg.Error as exc:
+        except psycopg.Error as exc:
             raise RangeFailedError(range_, range_.from_offset, f"PostgreSQL: {exc}".strip()) from exc
 
     def _drain(self, block: bool) -> None:
@@ -348,9 +339,9 @@ class PostgresProcessor(BaseProcessor):
                 raise RangeFailedError(
                     range_,
                     range_.from_offset,
-                    f"offsets table says {stored} for {range_.topic}[{range_.partition}], this range starts at "
-                    f"{range_.from_offset}: waited {self._chain_wait:g}s for the preceding range of the partition "
-                    "(split across executors) to commit; nothing was written",
+                    f"offsets table says {stored} for {range_.topic}[{range_.partition}], this range "
+                    f"starts at {range_.from_offset}: waited {self._chain_wait:g}s for the preceding "
+                    "range of the partition (split across executors) to commit; nothing was written",
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

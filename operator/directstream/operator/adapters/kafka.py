@@ -180,6 +180,15 @@ class KafkaOffsets:
                     out[(tp.topic, tp.partition)] = tp.offset
         return out
 
+    def delete_group(self, group: str) -> None:
+        """Delete the consumer group (``spec.deleteConsumerGroup``); a missing group is fine."""
+        futures = self._admin.delete_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)
+        try:
+            _wait(futures, f"deleting consumer group {group}")
+        except KafkaUnavailable as exc:
+            if "GROUP_ID_NOT_FOUND" not in str(exc):
+                raise
+
 
 class KafkaOffsetsPort:
     """The async face of ``KafkaOffsets``: every call runs in a worker thread."""

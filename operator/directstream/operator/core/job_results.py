@@ -294,6 +294,7 @@ def read_job_progress(
         )
 
     results: list[ExecutorResult] = []
+    abandoned: set[int] = set()  # stopped only because another index failed
     for index, state in enumerate(states):
         if state.result is not None:
             results.append(state.result)
@@ -316,15 +317,14 @@ def read_job_progress(
                 else next(i for i, s in enumerate(states) if overdue(s) is not None)
             )
             error = f"index {index} abandoned: the attempt failed at index {culprit}"
+            abandoned.add(index)
         results.append(_failed(batch_id, attempt, index, error))
 
     failed = [(i, r) for i, r in enumerate(results) if not r.ok]
     if not failed:
         message = f"{expected} executor(s) succeeded"
     else:
-        first_index, first = next(
-            ((i, r) for i, r in failed if "abandoned" not in (r.error or "")), failed[0]
-        )
+        first_index, first = next(((i, r) for i, r in failed if i not in abandoned), failed[0])
         message = f"{len(failed)}/{expected} executor(s) failed; index {first_index}: {first.error}"
         if job_failed is not None and job_failed.get("reason") == "DeadlineExceeded":
             message = f"{_job_failure_text(job_failed)}; {message}"

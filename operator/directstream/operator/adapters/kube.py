@@ -1,0 +1,153 @@
+"""The operator's Kubernetes I/O: DirectStream status, executor Jobs and their pods, Secrets.
+
+A thin wrapper over the official client. Every method blocks, so the async facade runs each
+call in a worker thread; errors come out as ``KubeError`` with the API's own message (for
+example a Forbidden naming the verb and resource the operator's RBAC lacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+GROUP = "directstream.io"
+VERSION = "v1alpha1"
+PLURAL = "directstreams"
+
+
+class KubeError(RuntimeError):
+    """The API server refused or failed a request; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _describe(exc: ApiException, what: str) -> KubeError:
+    detail = exc.reason or ""
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        detail = json.loads(exc.body or "{}").get("message", detail)
+    return KubeError(f"{what}: {exc.status} {detail}", exc.status)
+
+
+def load_client_config() -> client.ApiClient:
+    """In a pod, the service account; elsewhere, the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class KubeApi:
+    """Blocking calls; use ``AsyncKubeApi`` from async code."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._custom = client.CustomObjectsApi(api_client)
+        self._batch = client.BatchV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._api = api_client
+
+    def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Write the whole status at once. A JSON patch, not a merge patch: a merge would fold
+        a new plan's offset maps into the old plan's instead of replacing them."""
+        body = [{"op": "add", "path": "/status", "value": dict(status)}]
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/json-patch+json"
+            )
+        except ApiException as exc:
+            raise _describe(exc, f"writing the status of DirectStream {namespace}/{name}") from exc
+
+    def get_stream(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _describe(exc, f"reading DirectStream {namespace}/{name}") from exc
+        return obj
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            job = self._batch.read_namespaced_job(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _describe(exc, f"reading Job {namespace}/{name}") from exc
+        return self._plain(job)
+
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the Job, or return the existing one of the same name (an adoption)."""
+        try:
+            return self._plain(self._batch.create_namespaced_job(namespace, dict(job)))
+        except ApiException as exc:
+            if exc.status == 409:
+                existing = self.get_job(namespace, job["metadata"]["name"])
+                if existing is not None:
+                    return existing
+            raise _describe(exc, f"creating Job {namespace}/{job['metadata']['name']}") from exc
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _describe(exc, f"deleting Job {namespace}/{name}") from exc
+
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        try:
+            pods = self._core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
+        except ApiException as exc:
+            raise _describe(exc, f"listing the pods of Job {namespace}/{job_name}") from exc
+        return [self._plain(p) for p in pods.items]
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """The Secret's keys and decoded values. Values never leave the operator's memory."""
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            raise _describe(exc, f"reading Secret {namespace}/{name} (spec.kafka.configFrom)") from exc
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        """The API's own camelCase JSON, which the pure builders and parsers read."""
+        plain: dict[str, Any] = self._api.sanitize_for_serialization(obj)
+        return plain
+
+
+class AsyncKubeApi:
+    """``KubeApi`` for the event loop: each call in a worker thread."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.sync = api
+
+    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(self.sync.replace_status, namespace, name, status)
+
+    async def get_stream(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.sync.get_stream, namespace, name)
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.sync.get_job, namespace, name)
+
+    async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.create_job, namespace, job)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        await asyncio.to_thread(self.sync.delete_job, namespace, name)
+
+    async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.job_pods, namespace, job_name)
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        return await asyncio.to_thread(self.sync.secret_data, namespace, name)

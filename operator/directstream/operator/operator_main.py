@@ -1,0 +1,71 @@
+"""``directstream-operator``: the controller that drives DirectStreams on Kubernetes.
+
+directstream-operator [--namespace NS ... | --all-namespaces] [--executor-image IMAGE]
+                      [--liveness-port PORT] [--log-format json|plain] [--verbose]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import kopf
+
+from . import controller  # noqa: F401  (importing it registers the handlers)
+
+DEFAULT_EXECUTOR_IMAGE = os.environ.get("DIRECTSTREAM_EXECUTOR_IMAGE", "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="directstream-operator", description=__doc__.split("\n\n")[0])
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--executor-image",
+        default=DEFAULT_EXECUTOR_IMAGE,
+        help="executor image when spec.executors.image is empty (env DIRECTSTREAM_EXECUTOR_IMAGE)",
+    )
+    parser.add_argument(
+        "--liveness-port",
+        type=int,
+        default=int(os.environ.get("DIRECTSTREAM_LIVENESS_PORT", "8080")),
+        help="serve /healthz on this port (0 = off)",
+    )
+    parser.add_argument("--liveness-host", default=os.environ.get("DIRECTSTREAM_LIVENESS_HOST", "0.0.0.0"))
+    parser.add_argument(
+        "--log-format", choices=["json", "plain"], default=os.environ.get("DIRECTSTREAM_LOG_FORMAT", "json")
+    )
+    parser.add_argument("--verbose", "-v", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    namespaces = args.namespace or (
+        [os.environ["DIRECTSTREAM_NAMESPACE"]] if os.environ.get("DIRECTSTREAM_NAMESPACE") else []
+    )
+    if not args.all_namespaces and not namespaces:
+        print("directstream-operator: pass --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
+        sys.exit(2)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    memo = kopf.Memo(executor_image=args.executor_image)
+    liveness = f"http://{args.liveness_host}:{args.liveness_port}/healthz" if args.liveness_port else None
+    kopf.run(
+        standalone=True,
+        clusterwide=args.all_namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+        memo=memo,
+    )

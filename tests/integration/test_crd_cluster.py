@@ -1,0 +1,316 @@
+"""The DirectStream CRD on a real API server: it installs, explains itself, fills the parser's defaults,
+rejects bad objects with the schema's and the CEL rules' messages, keeps every status field, and prints
+its columns."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from directstream.operator.core.spec import parse_stream
+from tests.harness.kube_fixtures import Kube
+from tests.unit.test_crd import CRD_PATH, MINIMAL, apply_defaults, full_status, root_schema
+
+pytestmark = pytest.mark.k8s
+GROUP, VERSION, PLURAL = "directstream.io", "v1alpha1", "directstreams"
+
+
+@pytest.fixture(scope="module")
+def crd(kube: Kube) -> str:
+    """The CRD applied (idempotent: server-side apply, so an installed copy is simply updated) and Established."""
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=directstream-tests",
+        "-f",
+        str(CRD_PATH),
+    )
+    kube.kubectl("wait", "--for=condition=Established", "crd/directstreams.directstream.io", "--timeout=60s")
+    return "directstreams.directstream.io"
+
+
+@pytest.fixture
+def objects(kube: Kube, crd: str) -> Iterator[client.CustomObjectsApi]:
+    api = kube.api_client()
+    yield client.CustomObjectsApi(api)
+    api.close()
+
+
+def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(MINIMAL)
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    for key, value in spec.items():
+        if value is None:
+            doc["spec"].pop(key, None)
+        else:
+            doc["spec"][key] = value
+    return doc
+
+
+def create(kube: Kube, doc: dict[str, Any], *extra: str) -> Any:
+    return kube.kubectl("create", "-f", "-", *extra, input=json.dumps(doc), check=False)
+
+
+def test_explain_shows_the_descriptions(kube: Kube, crd: str) -> None:
+    def explained() -> str:
+        proc = kube.kubectl("explain", "directstream.spec.rate", check=False)
+        return proc.stdout if proc.returncode == 0 else ""
+
+    text = kube.wait_for("kubectl explain directstream.spec.rate", explained, timeout=60, every=1)
+    assert "Rate limits applied when a batch is planned" in text
+    for field in ("maxPerPartition", "firstBatchMaxRecords", "backpressure"):
+        assert field in text
+    assert "Records per second per partition at most" in text
+    reset = kube.kubectl("explain", "dstream.spec.reset.to").stdout
+    assert "earliest, latest, timestamp" in reset
+
+
+def test_minimal_stream_gets_the_parser_defaults(
+    kube: Kube, namespace: str, objects: client.CustomObjectsApi
+) -> None:
+    doc = manifest("clicks", namespace)
+    create(kube, doc).check_returncode()
+    stored = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")
+    # The API server filled exactly the defaults the unit tests apply, and they mean the parser's defaults.
+    assert stored["spec"] == apply_defaults(copy.deepcopy(MINIMAL), root_schema())["spec"]
+    assert stored["spec"]["executors"]["timeout"] == "10m"
+    assert parse_stream(stored) == parse_stream(doc)
+
+
+def with_changes(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    doc = copy.deepcopy(MINIMAL)
+    change(doc["spec"])
+    return doc
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(spec: dict[str, Any]) -> None:
+        *parents, last = path.split("/")
+        target = spec
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        if value is None:
+            target.pop(last, None)
+        else:
+            target[last] = value
+
+    return change
+
+
+INVALID = [
+    ("both topics and pattern", _set("topicPattern", "clicks-.*"), "set exactly one of spec.topics or"),
+    ("neither topics nor pattern", _set("topics", None), "set exactly one of spec.topics or"),
+    ("executors.max 0", _set("executors/max", 0), "spec.executors.max"),
+    ("executors.max 1001", _set("executors/max", 1001), "less than or equal to 1000"),
+    ("maxAttempts 0", _set("maxAttempts", 0), "spec.maxAttempts"),
+    ("bad enum", _set("onDataLoss", "skip"), 'supported values: "fail", "earliest"'),
+    ("bad sink", _set("processor/sink", "s3"), 'Unsupported value: "s3"'),
+    ("forbidden config key", _set("kafka/config", {"group.id": "x"}), "set spec.groupId instead"),
+    (
+        "forbidden auto commit",
+        _set("kafka/config", {"enable.auto.commit": False}),
+        "the driver commits offsets itself",
+    ),
+    (
+        "reset to timestamp without timestamp",
+        _set("reset", {"id": "r1", "to": "timestamp"}),
+        "spec.reset.timestamp is required when spec.reset.to is timestamp",
+    ),
+    (
+        "reset to latest with offsets",
+        _set("reset", {"id": "r1", "to": "latest", "offsets": {"clicks": {"0": 1}}}),
+        "spec.reset.offsets is required when spec.reset.to is offsets, and only then",
+    ),
+    ("reset without id", _set("reset", {"to": "latest"}), "spec.reset.id: Required value"),
+    ("zero duration", _set("batchInterval", "0s"), "spec.batchInterval"),
+    ("fractional seconds", _set("batchInterval", 0.5), "must be of type integer,string"),
+    ("bad starting offsets", _set("startingOffsets", "smallest"), 'supported values: "earliest", "latest"'),
+    (
+        "negative offset",
+        _set("startingOffsets", {"offsets": {"clicks": {"0": -1}}}),
+        "greater than or equal to 0",
+    ),
+    ("jsonl without directory", _set("processor", {"sink": "jsonl"}), "options.directory"),
+    ("bad topic", _set("topics", [".."]), "spec.topics[0]"),
+    ("no port", _set("kafka/bootstrapServers", "k1"), "spec.kafka.bootstrapServers"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_streams_are_rejected(
+    kube: Kube, namespace: str, crd: str, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    doc = with_changes(change)
+    doc["metadata"]["namespace"] = namespace
+    proc = create(kube, doc)
+    assert proc.returncode != 0, proc.stdout
+    assert message in " ".join(proc.stderr.split()), proc.stderr
+    assert "DirectStream" in proc.stderr
+
+
+def test_unknown_fields_are_rejected_with_strict_validation(kube: Kube, namespace: str, crd: str) -> None:
+    doc = manifest("typo", namespace)
+    doc["spec"]["batchIntervall"] = "5s"
+    doc["spec"]["rate"] = {"maxPerPartion": 5}
+    proc = create(kube, doc, "--validate=strict")
+    assert proc.returncode != 0
+    assert 'unknown field "spec.batchIntervall"' in proc.stderr
+    assert 'unknown field "spec.rate.maxPerPartion"' in proc.stderr
+
+
+def test_group_id_is_immutable(kube: Kube, namespace: str, objects: client.CustomObjectsApi) -> None:
+    create(kube, manifest("orders", namespace, groupId="orders-v1")).check_returncode()
+
+    def update(**spec: Any) -> Any:
+        doc = manifest("orders", namespace, **spec)
+        return kube.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=kubectl-create",
+            "-f",
+            "-",
+            input=json.dumps(doc),
+            check=False,
+        )
+
+    for change in ({"groupId": "orders-v2"}, {"groupId": None}):
+        proc = update(**change)
+        assert proc.returncode != 0
+        assert "spec.groupId is immutable" in proc.stderr
+    assert update(groupId="orders-v1", maxAttempts=5).returncode == 0  # other fields may change
+
+    # Without a groupId the group is metadata.name: spelling that out is no change, anything else is.
+    create(kube, manifest("views", namespace)).check_returncode()
+    plain = manifest("views", namespace, groupId="views")
+    assert (
+        kube.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=kubectl-create",
+            "-f",
+            "-",
+            input=json.dumps(plain),
+            check=False,
+        ).returncode
+        == 0
+    )
+    other = manifest("views", namespace, groupId="views-2")
+    proc = kube.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=kubectl-create",
+        "-f",
+        "-",
+        input=json.dumps(other),
+        check=False,
+    )
+    assert "spec.groupId is immutable" in proc.stderr
+
+
+def test_full_manifest_is_accepted(kube: Kube, namespace: str, objects: client.CustomObjectsApi) -> None:
+    spec = {
+        "kafka": {
+            "bootstrapServers": "k1:9092, k2:9093",
+            "isolationLevel": "read_uncommitted",
+            "config": {
+                "security.protocol": "SASL_SSL",
+                "fetch.max.bytes": 1048576,
+                "enable.partition.eof": False,
+            },
+            "configFrom": {"secretRef": {"name": "kafka-client"}},
+        },
+        "topics": ["clicks", "views.v2"],
+        "groupId": "clicks-group",
+        "startingOffsets": {"timestamp": "2026-11-01T00:00:00Z"},
+        "batchInterval": 90,
+        "rate": {
+            "maxPerPartition": 250.5,
+            "firstBatchMaxRecords": 1000,
+            "backpressure": {"enabled": True, "minPerPartition": 10},
+        },
+        "executors": {
+            "max": 8,
+            "maxRecords": 50000,
+            "image": "registry.local/directstream:1.0",
+            "timeout": "1h",
+            "pendingTimeout": "30s",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "250m"}},
+            "env": [
+                {"name": "A", "value": "b"},
+                {"name": "P", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            ],
+            "serviceAccountName": "runner",
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+        },
+        "processor": {
+            "sink": "python",
+            "options": {"entryPoint": "shop.handlers:on_batch", "table": "clicks"},
+        },
+        "onDataLoss": "earliest",
+        "maxAttempts": 5,
+        "suspend": True,
+        "stopAt": "latest",
+        "reset": {"id": "replay-1", "to": "offsets", "offsets": {"views.v2": {"3": 0}}},
+        "deleteConsumerGroup": True,
+    }
+    doc = {**MINIMAL, "metadata": {"name": "full", "namespace": namespace}, "spec": spec}
+    create(kube, doc, "--validate=strict").check_returncode()
+    stored = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "full")
+    assert stored["spec"] == spec  # nothing pruned, nothing defaulted over
+    assert parse_stream(stored) == parse_stream(doc)
+
+
+def test_status_round_trips_unchanged_and_shows_in_columns(
+    kube: Kube, namespace: str, objects: client.CustomObjectsApi
+) -> None:
+    create(kube, manifest("clicks", namespace, groupId="clicks-group")).check_returncode()
+    current = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")
+    status = full_status()
+    objects.replace_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "clicks", {**current, "status": status}
+    )
+    stored = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")
+    assert stored["status"] == status  # every field declared: nothing pruned
+    assert json.dumps(stored["status"], sort_keys=True) == json.dumps(status, sort_keys=True)
+
+    table = kube.kubectl("get", "directstreams", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "BATCH", "LAG", "RECORDS", "AGE"]
+    assert table[1].split()[:5] == ["clicks", "True", "7", "123", str(status["recordsTotal"])]
+    wide = kube.kubectl("get", "dstream", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == [
+        "NAME",
+        "READY",
+        "BATCH",
+        "LAG",
+        "RECORDS",
+        "AGE",
+        "TOPICS",
+        "PATTERN",
+        "GROUP",
+        "REASON",
+    ]
+    row = wide[1].split()
+    assert row[:5] == table[1].split()[:5]
+    assert row[6:] == ['["clicks"]', "<none>", "clicks-group", "Committing"]
+    names = kube.kubectl("get", "dstream,directstream.directstream.io", "-n", namespace, "-o", "name").stdout
+    assert names.split() == ["directstream.directstream.io/clicks"] * 2
+
+
+def test_status_is_only_written_through_the_subresource(
+    kube: Kube, namespace: str, objects: client.CustomObjectsApi
+) -> None:
+    create(kube, manifest("clicks", namespace)).check_returncode()
+    current = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")
+    objects.replace_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "clicks", {**current, "status": full_status()}
+    )
+    assert "status" not in objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")

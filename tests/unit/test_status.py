@@ -1,0 +1,333 @@
+"""Status building: conditions, the state round trip, lag, merge patches, driver events."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, get_args
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from directstream.executor.contract import OffsetRange
+from directstream.operator.core.job_results import JobProgress
+from directstream.operator.core.planning import BatchPlan, DataLoss
+from directstream.operator.core.rate import RateState
+from directstream.operator.core.state import LedgerEntry, PendingBatch, StreamState
+from directstream.operator.core.status import (
+    CONDITION_TYPES,
+    KNOWN_EVENT_KINDS,
+    apply_outcome,
+    build_status,
+    format_time,
+    get_condition,
+    lag_summary,
+    outcome_for_event,
+    set_condition,
+    state_from_status,
+    status_merge_patch,
+)
+from directstream.operator.ports import EventKind
+
+T1, T2, T3 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
+REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
+
+
+def entry(batch: int, records: int = 10) -> LedgerEntry:
+    return LedgerEntry(batch, 1, 2, records, records * 5, 0.25, 1_700_000_000.5 + batch, "")
+
+
+def full_state() -> StreamState:
+    plan = BatchPlan(
+        batch_id=5,
+        ranges=(OffsetRange("t", 0, 40, 60), OffsetRange("t", 1, 30, 35), OffsetRange("u", 0, 0, 9)),
+        data_loss=(DataLoss("t", 1, 20, 30, "deleted"),),
+        new_partitions=(("u", 0),),
+        rate_capped=True,
+    )
+    return StreamState(
+        committed={("t", 0): 40, ("t", 1): 20},
+        pending=PendingBatch(plan, attempt=2, planned_at=1_700_000_100.125, first_error="index 0: boom"),
+        next_batch_id=6,
+        ledger=(entry(3, 0), LedgerEntry(4, 2, 2, 30, 90, 1.5, 1_700_000_050.25, "reset r1: rewound")),
+        rate=RateState(rate=1234.5, updated_at=1_700_000_050.0, error=-3.25),
+        records_total=30,
+        applied_reset="r1",
+    )
+
+
+def status_of(state: StreamState, **overrides: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "generation": 3,
+        "phase": "Running",
+        "conditions": [],
+        "latest": None,
+        "job_name": None,
+        "applied_reset": None,
+        "now_iso": T1,
+    }
+    arguments.update(overrides)
+    return build_status(state, **arguments)
+
+
+# -- conditions ------------------------------------------------------------------------------
+
+
+def test_set_condition_keeps_the_transition_time_while_the_status_holds() -> None:
+    first = set_condition([], "Ready", True, "BatchCommitted", "batch 1", generation=1, now_iso=T1)
+    assert first == [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "BatchCommitted",
+            "message": "batch 1",
+            "lastTransitionTime": T1,
+            "observedGeneration": 1,
+        }
+    ]
+    same = set_condition(first, "Ready", "True", "CaughtUp", "all read", generation=2, now_iso=T2)
+    assert same[0]["lastTransitionTime"] == T1
+    assert (same[0]["reason"], same[0]["message"], same[0]["observedGeneration"]) == (
+        "CaughtUp",
+        "all read",
+        2,
+    )
+    flipped = set_condition(same, "Ready", False, "KafkaUnavailable", "down", generation=2, now_iso=T3)
+    assert flipped[0]["lastTransitionTime"] == T3
+    assert first[0]["reason"] == "BatchCommitted"  # the input is not modified
+
+
+def test_set_condition_keeps_other_conditions_in_order() -> None:
+    conditions = set_condition([], "Ready", True, "A", "", generation=1, now_iso=T1)
+    conditions = set_condition(conditions, "Degraded", False, "B", "", generation=1, now_iso=T1)
+    conditions = set_condition(conditions, "Ready", False, "C", "", generation=1, now_iso=T2)
+    assert [c["type"] for c in conditions] == ["Ready", "Degraded"]
+    assert get_condition(conditions, "Degraded") == conditions[1]
+    assert get_condition(conditions, "Progressing") is None
+
+
+@pytest.mark.parametrize(
+    ("type_", "status", "reason"),
+    [
+        ("Healthy", "True", "Ok"),
+        ("Ready", "yes", "Ok"),
+        ("Ready", "True", "not camel"),
+        ("Ready", "True", ""),
+    ],
+)
+def test_set_condition_refuses_nonsense(type_: str, status: str, reason: str) -> None:
+    with pytest.raises(ValueError):
+        set_condition([], type_, status, reason, "", generation=1, now_iso=T1)
+
+
+def test_long_messages_are_bounded() -> None:
+    (condition,) = set_condition([], "Degraded", True, "BatchFailed", "x" * 5000, generation=1, now_iso=T1)
+    assert len(condition["message"]) == 1024
+
+
+# -- status and state ------------------------------------------------------------------------
+
+
+def test_status_round_trip() -> None:
+    state = full_state()
+    status = status_of(state, job_name="s-b5-a2", latest={("t", 0): 100})
+    assert json.loads(json.dumps(status)) == status
+    assert state_from_status(json.loads(json.dumps(status))) == state
+    assert status["pending"]["job"] == "s-b5-a2"
+    assert status["observedGeneration"] == 3 and status["phase"] == "Running"
+    assert status["appliedReset"] == "r1"
+    assert status["batch"] == 4
+    for key in ("committed", "pending", "nextBatchId", "history", "rate", "recordsTotal"):
+        assert key in status
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(st.tuples(st.sampled_from(["a", "b.c"]), st.integers(0, 50)), st.integers(0, 10**12)),
+    st.integers(1, 10**6),
+    st.integers(0, 10**9),
+    st.none() | st.text(min_size=1, max_size=10),
+)
+def test_status_round_trip_property(
+    committed: dict[tuple[str, int], int], next_batch: int, records: int, reset: str | None
+) -> None:
+    state = StreamState(
+        committed=committed, next_batch_id=next_batch, records_total=records, applied_reset=reset
+    )
+    assert state_from_status(json.loads(json.dumps(status_of(state)))) == state
+
+
+def test_missing_status_is_a_new_stream() -> None:
+    assert state_from_status(None) == StreamState()
+    assert state_from_status({}) == StreamState()
+    only_conditions = {"conditions": [{"type": "Ready", "status": "False"}], "phase": "Failed"}
+    assert state_from_status(only_conditions).is_new
+
+
+def test_status_of_another_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="version"):
+        state_from_status({"version": 99, "committed": {}})
+
+
+def test_batch_is_the_last_committed_batch() -> None:
+    assert status_of(StreamState())["batch"] == 0
+    assert status_of(StreamState(next_batch_id=9))["batch"] == 8
+    state = full_state()
+    assert status_of(StreamState(pending=state.pending, next_batch_id=6))["batch"] == 4
+    assert status_of(StreamState(ledger=(entry(12),), next_batch_id=13))["batch"] == 12
+
+
+def test_phase_is_checked() -> None:
+    with pytest.raises(ValueError, match="phase"):
+        status_of(StreamState(), phase="Happy")
+
+
+def test_lag_is_bounded_with_ten_thousand_partitions() -> None:
+    committed = {("t", p): 0 for p in range(10_000)}
+    latest = {("t", p): p for p in range(10_000)}
+    status = status_of(StreamState(committed=committed), latest=latest, now_iso=T2)
+    lag = status["lag"]
+    assert lag["total"] == sum(range(10_000))
+    assert lag["updatedAt"] == T2
+    assert len(lag["partitions"]) == 100
+    assert lag["partitions"][0] == {"topic": "t", "partition": 9999, "lag": 9999}
+    assert [p["lag"] for p in lag["partitions"]] == list(range(9999, 9899, -1))
+    assert len(json.dumps(lag)) < 10_000
+
+
+def test_lag_ignores_caught_up_and_uncommitted_partitions() -> None:
+    lag = lag_summary({("t", 0): 5, ("t", 1): 9}, {("t", 0): 5, ("t", 1): 10, ("t", 2): 50}, T1)
+    assert lag == {"total": 1, "partitions": [{"topic": "t", "partition": 1, "lag": 1}], "updatedAt": T1}
+
+
+def test_lag_and_executors_are_optional() -> None:
+    status = status_of(StreamState())
+    assert "lag" not in status and "executors" not in status
+    progress = JobProgress(False, (), 2, 1, 0, 1, None, "")
+    assert status_of(StreamState(), executors=progress)["executors"] == {
+        "active": 3,
+        "succeeded": 1,
+        "failed": 0,
+    }
+
+
+def test_format_time() -> None:
+    assert format_time(datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == T1
+    assert format_time(datetime(2026, 1, 1, 0, 1, 0, 999, tzinfo=UTC)) == T2
+
+
+# -- merge patches ---------------------------------------------------------------------------
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+def test_merge_patch_removes_stale_plan_offsets() -> None:
+    old = {"pending": {"batch": 1, "from": {"t": {"3": 5}}, "until": {"t": {"3": 9}}}, "phase": "Running"}
+    new = {"pending": {"batch": 2, "from": {}, "until": {"t": {"3": 12}}}, "phase": "Running"}
+    patch = status_merge_patch(old, new)
+    assert patch == {"pending": {"batch": 2, "from": {"t": None}, "until": {"t": {"3": 12}}}}
+    assert apply_merge_patch(old, patch) == new
+
+
+json_values = st.recursive(
+    st.integers(0, 5) | st.text(max_size=3) | st.booleans(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+json_objects = st.dictionaries(st.text(max_size=3), json_values, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_objects, json_objects)
+def test_merge_patch_takes_old_to_new(old: dict[str, Any], new: dict[str, Any]) -> None:
+    assert apply_merge_patch(old, status_merge_patch(old, new)) == new
+
+
+# -- driver events ---------------------------------------------------------------------------
+
+
+def test_every_driver_event_kind_has_a_meaning() -> None:
+    for kind in get_args(EventKind):
+        assert kind in KNOWN_EVENT_KINDS, kind
+        outcome = outcome_for_event(kind, "message")
+        assert REASON.fullmatch(outcome.reason)
+        assert all(update.type in CONDITION_TYPES for update in outcome.conditions)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "event_type", "conditions", "phase"),
+    [
+        ("committed", "BatchCommitted", "Normal", {"Ready": "True", "Degraded": "False"}, "Running"),
+        ("retrying", "BatchRetrying", "Warning", {"Degraded": "True"}, "Running"),
+        ("failed", "BatchFailed", "Warning", {"Ready": "False", "Degraded": "True"}, "Failed"),
+        ("data-loss", "DataLoss", "Warning", {"Degraded": "True"}, None),
+        ("drift", "OffsetsDrift", "Warning", {"Degraded": "True"}, None),
+        ("kafka-unavailable", "KafkaUnavailable", "Warning", {"Ready": "False"}, None),
+        ("caught-up", "CaughtUp", "Normal", {"Ready": "True", "Progressing": "False"}, "Completed"),
+        ("suspended", "Suspended", "Normal", {"Progressing": "False"}, "Suspended"),
+        ("rewound", "Rewound", "Normal", {"Progressing": "True"}, "Running"),
+    ],
+)
+def test_event_outcomes(
+    kind: str, reason: str, event_type: str, conditions: dict[str, str], phase: str | None
+) -> None:
+    outcome = outcome_for_event(kind, f"{kind} happened")
+    assert (outcome.reason, outcome.event_type, outcome.phase) == (reason, event_type, phase)
+    updates = {update.type: update.status for update in outcome.conditions}
+    assert conditions.items() <= updates.items()
+
+
+def test_routine_events_do_not_flood_kubernetes_events() -> None:
+    for kind in ("planned", "launched", "committed", "positions", "idle"):
+        assert not outcome_for_event(kind, "").emit_event
+    for kind in ("retrying", "failed", "data-loss", "drift", "caught-up"):
+        assert outcome_for_event(kind, "").emit_event
+
+
+def test_unknown_kinds_and_the_warning_flag() -> None:
+    outcome = outcome_for_event("queue-stalled", "odd", warning=True)
+    assert (outcome.reason, outcome.event_type, outcome.conditions, outcome.phase) == (
+        "QueueStalled",
+        "Warning",
+        (),
+        None,
+    )
+    assert outcome_for_event("9-lives", "").reason == "Event9Lives"
+    assert outcome_for_event("started", "", warning=True).event_type == "Warning"
+
+
+def test_apply_outcome_sets_conditions_with_the_message() -> None:
+    conditions = apply_outcome(
+        [], outcome_for_event("committed", "batch 1 committed"), generation=2, now_iso=T1
+    )
+    conditions = apply_outcome(
+        conditions, outcome_for_event("committed", "batch 2"), generation=2, now_iso=T2
+    )
+    ready = get_condition(conditions, "Ready")
+    assert ready is not None
+    assert (ready["status"], ready["message"], ready["lastTransitionTime"]) == ("True", "batch 2", T1)
+    conditions = apply_outcome(
+        conditions, outcome_for_event("retrying", "attempt 2"), generation=2, now_iso=T3
+    )
+    degraded = get_condition(conditions, "Degraded")
+    assert degraded is not None
+    assert (degraded["status"], degraded["reason"], degraded["lastTransitionTime"]) == (
+        "True",
+        "BatchRetrying",
+        T3,
+    )
