@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from directstream.operator.core.spec import parse_stream
+from tests.crd_support import CRD_PATH, MINIMAL, apply_defaults, full_status, root_schema
 from tests.harness.kube_fixtures import Kube
-from tests.unit.test_crd import CRD_PATH, MINIMAL, apply_defaults, full_status, root_schema
 
 pytestmark = pytest.mark.k8s
 GROUP, VERSION, PLURAL = "directstream.io", "v1alpha1", "directstreams"
@@ -23,7 +23,7 @@ GROUP, VERSION, PLURAL = "directstream.io", "v1alpha1", "directstreams"
 
 @pytest.fixture(scope="module")
 def crd(kube: Kube) -> str:
-    """The CRD applied (idempotent: server-side apply, so an installed copy is simply updated) and Established."""
+    """The CRD applied and Established; server-side apply, so an installed copy is simply updated."""
     kube.kubectl(
         "apply",
         "--server-side",
@@ -105,8 +105,16 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 INVALID = [
-    ("both topics and pattern", _set("topicPattern", "clicks-.*"), "set exactly one of spec.topics or"),
-    ("neither topics nor pattern", _set("topics", None), "set exactly one of spec.topics or"),
+    (
+        "both topics and pattern",
+        _set("topicPattern", "clicks-.*"),
+        "set exactly one of spec.topics (a list of topics) or spec.topicPattern",
+    ),
+    (
+        "neither topics nor pattern",
+        _set("topics", None),
+        "set exactly one of spec.topics (a list of topics) or spec.topicPattern",
+    ),
     ("executors.max 0", _set("executors/max", 0), "spec.executors.max"),
     ("executors.max 1001", _set("executors/max", 1001), "less than or equal to 1000"),
     ("maxAttempts 0", _set("maxAttempts", 0), "spec.maxAttempts"),
@@ -165,53 +173,33 @@ def test_unknown_fields_are_rejected_with_strict_validation(kube: Kube, namespac
     assert 'unknown field "spec.rate.maxPerPartion"' in proc.stderr
 
 
+def replace_spec(objects: client.CustomObjectsApi, namespace: str, name: str, **changes: Any) -> str:
+    """Update the stream's spec (``None`` deletes a field); the API server's error message, or ""."""
+    current = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    for key, value in changes.items():
+        if value is None:
+            current["spec"].pop(key, None)
+        else:
+            current["spec"][key] = value
+    try:
+        objects.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, current)
+    except ApiException as exc:
+        assert exc.status == 422, exc
+        return str(json.loads(exc.body)["message"])
+    return ""
+
+
 def test_group_id_is_immutable(kube: Kube, namespace: str, objects: client.CustomObjectsApi) -> None:
     create(kube, manifest("orders", namespace, groupId="orders-v1")).check_returncode()
+    assert "spec.groupId is immutable" in replace_spec(objects, namespace, "orders", groupId="orders-v2")
+    assert "spec.groupId is immutable" in replace_spec(objects, namespace, "orders", groupId=None)
+    assert replace_spec(objects, namespace, "orders", maxAttempts=5) == ""  # other fields may change
 
-    def update(**spec: Any) -> Any:
-        doc = manifest("orders", namespace, **spec)
-        return kube.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=kubectl-create",
-            "-f",
-            "-",
-            input=json.dumps(doc),
-            check=False,
-        )
-
-    for change in ({"groupId": "orders-v2"}, {"groupId": None}):
-        proc = update(**change)
-        assert proc.returncode != 0
-        assert "spec.groupId is immutable" in proc.stderr
-    assert update(groupId="orders-v1", maxAttempts=5).returncode == 0  # other fields may change
-
-    # Without a groupId the group is metadata.name: spelling that out is no change, anything else is.
+    # Without a groupId the group is metadata.name: spelling that out changes nothing; anything else does.
     create(kube, manifest("views", namespace)).check_returncode()
-    plain = manifest("views", namespace, groupId="views")
-    assert (
-        kube.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=kubectl-create",
-            "-f",
-            "-",
-            input=json.dumps(plain),
-            check=False,
-        ).returncode
-        == 0
-    )
-    other = manifest("views", namespace, groupId="views-2")
-    proc = kube.kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=kubectl-create",
-        "-f",
-        "-",
-        input=json.dumps(other),
-        check=False,
-    )
-    assert "spec.groupId is immutable" in proc.stderr
+    assert "spec.groupId is immutable" in replace_spec(objects, namespace, "views", groupId="views-2")
+    assert replace_spec(objects, namespace, "views", groupId="views") == ""
+    assert replace_spec(objects, namespace, "views", groupId=None) == ""
 
 
 def test_full_manifest_is_accepted(kube: Kube, namespace: str, objects: client.CustomObjectsApi) -> None:
@@ -282,27 +270,27 @@ def test_status_round_trips_unchanged_and_shows_in_columns(
     assert stored["status"] == status  # every field declared: nothing pruned
     assert json.dumps(stored["status"], sort_keys=True) == json.dumps(status, sort_keys=True)
 
-    table = kube.kubectl("get", "directstreams", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "BATCH", "LAG", "RECORDS", "AGE"]
-    assert table[1].split()[:5] == ["clicks", "True", "7", "123", str(status["recordsTotal"])]
-    wide = kube.kubectl("get", "dstream", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == [
-        "NAME",
-        "READY",
-        "BATCH",
-        "LAG",
-        "RECORDS",
-        "AGE",
-        "TOPICS",
-        "PATTERN",
-        "GROUP",
-        "REASON",
+    table = columns(kube.kubectl("get", "directstreams", "-n", namespace).stdout)
+    assert list(table) == ["NAME", "READY", "BATCH", "LAG", "RECORDS", "AGE"]
+    assert [table[c] for c in ("NAME", "READY", "BATCH", "LAG", "RECORDS")] == [
+        "clicks",
+        "True",
+        "7",
+        "123",
+        "4711",
     ]
-    row = wide[1].split()
-    assert row[:5] == table[1].split()[:5]
-    assert row[6:] == ['["clicks"]', "<none>", "clicks-group", "Committing"]
-    names = kube.kubectl("get", "dstream,directstream.directstream.io", "-n", namespace, "-o", "name").stdout
-    assert names.split() == ["directstream.directstream.io/clicks"] * 2
+    assert status["batch"] == 7 and status["lag"]["total"] == 123 and status["recordsTotal"] == 4711
+    wide = columns(kube.kubectl("get", "dstream", "-n", namespace, "-o", "wide").stdout)
+    assert list(wide) == [*table, "TOPICS", "PATTERN", "GROUP", "REASON"]
+    assert {k: wide[k] for k in ("TOPICS", "PATTERN", "GROUP", "REASON")} == {
+        "TOPICS": '["clicks"]',
+        "PATTERN": "",
+        "GROUP": "clicks-group",
+        "REASON": "Committing",
+    }
+    for resource in ("dstream", "directstream", "directstreams.directstream.io"):
+        names = kube.kubectl("get", resource, "-n", namespace, "-o", "name").stdout
+        assert names.split() == ["directstream.directstream.io/clicks"]
 
 
 def test_status_is_only_written_through_the_subresource(
@@ -314,3 +302,11 @@ def test_status_is_only_written_through_the_subresource(
         GROUP, VERSION, namespace, PLURAL, "clicks", {**current, "status": full_status()}
     )
     assert "status" not in objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")
+
+
+def columns(table: str) -> dict[str, str]:
+    """The first row of ``kubectl get`` output by column (empty cells are blank, so cut at the headers)."""
+    header, row = table.splitlines()[:2]
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    cells = [row[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    return dict(zip(header.split(), cells, strict=True))

@@ -155,13 +155,13 @@ def test_postgres_ranges_land_once_and_a_replay_writes_nothing(
     assert rows[0][3:] == (b"k20", b"\x00v20")  # partition 0 offset 10 holds record 20
     assert offsets_of(postgres, pg_schema) == {(topic, 0): 150, (topic, 1): 200}
     with psycopg.connect(postgres) as conn:
-        headers = conn.execute(
+        stored = conn.execute(
             sql.SQL('SELECT headers, timestamp FROM {}.records WHERE partition = 0 AND "offset" = 25').format(
                 sql.Identifier(pg_schema)
             )
         ).fetchone()
-    assert headers is not None and headers[0] == [["bin", None, "/wA="], ["text", "t50"]]
-    assert headers[1] is not None
+    assert stored is not None and stored[0] == [["bin", None, "/wA="], ["text", "t50"]]
+    assert stored[1] is not None
 
     # Replay after "committed, then died before reporting": success, nothing written again.
     code, stderr = run({**doc, "attempt": 2}, tmp_path, pg_env(postgres))
@@ -256,9 +256,9 @@ def test_postgres_two_executors_racing_on_one_range(
         Run(unit_doc(kafka, [second], pg_processor(pg_schema), batch=5), tmp_path, pg_env(postgres))
         for _ in "ab"
     ]
-    outcomes = [r.wait() for r in runs]
-    assert [code for code, _, _ in outcomes] == [0, 0]
-    assert sum("already applied" in stderr for _, stderr, _ in outcomes) == 1
+    copies = [r.wait() for r in runs]
+    assert [code for code, _, _ in copies] == [0, 0]
+    assert sum("already applied" in stderr for _, stderr, _ in copies) == 1
     assert [row[2] for row in stored_rows(postgres, pg_schema)] == list(range(20_000))
     assert offsets_of(postgres, pg_schema) == {(topic, 0): 20_000}
 
@@ -377,14 +377,20 @@ def test_transactional_kafka_sigkill_at_random_points_then_rerun_is_exactly_once
 def test_transactional_kafka_fences_a_zombie(kafka: KafkaBroker, topic_name: str, tmp_path: Path) -> None:
     source = kafka.create_topic(topic_name, 1)
     target = kafka.create_topic(topic_name + "-out", 1)
-    kafka.produce(source, 300_000, 1)
+    kafka.produce(source, 500_000, 1)
     doc = unit_doc(
-        kafka, [OffsetRange(source, 0, 0, 300_000)], tx_processor(target), stream=f"eos-{topic_name}"
+        kafka, [OffsetRange(source, 0, 0, 500_000)], tx_processor(target), stream=f"eos-{topic_name}"
     )
     zombie = Run(doc, tmp_path)
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "eos-check"})
+    # read_uncommitted: the high watermark, which moves while the transaction is open.
+    probe = {
+        "bootstrap.servers": kafka.bootstrap,
+        "group.id": "eos-check",
+        "isolation.level": "read_uncommitted",
+    }
+    consumer = Consumer(probe)
     deadline = time.monotonic() + 60
-    while consumer.get_watermark_offsets(TopicPartition(target, 0), timeout=10)[1] < 1_000:
+    while consumer.get_watermark_offsets(TopicPartition(target, 0), timeout=10)[1] == 0:
         assert time.monotonic() < deadline and zombie.proc.poll() is None, "the first attempt made no output"
         time.sleep(0.05)
     consumer.close()
@@ -392,13 +398,14 @@ def test_transactional_kafka_fences_a_zombie(kafka: KafkaBroker, topic_name: str
     try:
         code, stderr = run({**doc, "attempt": 2}, tmp_path)
         assert code == 0, stderr
+        assert "already in the output" not in stderr  # the zombie had not committed
     finally:
         zombie.proc.send_signal(signal.SIGCONT)
     code, stderr, result = zombie.wait()
     assert code == 1, stderr
     assert result is not None and result.error is not None and "transaction" in result.error
     keys = [key for key, _ in read_committed(kafka, target)]
-    assert len(keys) == 300_000 == len(set(keys))
+    assert len(keys) == 500_000 == len(set(keys))
 
 
 def _history_with_aborts_and_compaction(kafka: KafkaBroker, topic: str) -> list[int]:

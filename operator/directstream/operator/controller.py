@@ -52,7 +52,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.persistence.finalizer = f"{GROUP}/cleanup"
     # Our own events only; kopf would otherwise post every handler log line as an event.
-    settings.posting.enabled = False
+    settings.posting.loggers = False
     settings.watching.server_timeout = 300
     if not hasattr(memo, "kube"):
         memo.kube = AsyncKubeApi(KubeApi(load_client_config()))

@@ -86,6 +86,7 @@ class TransactionalKafkaProcessor(KafkaProcessor):
         self._in_transaction = False
         self._skipped: set[OffsetRange] = set()
         self._closed = 0
+        self._failed_for_good = False
 
     def open_range(self, range_: OffsetRange) -> None:
         if not self._initialised:
@@ -99,7 +100,16 @@ class TransactionalKafkaProcessor(KafkaProcessor):
         if not self._in_transaction:
             self._transaction_call(range_, "begin", self._producer.begin_transaction)
             self._in_transaction = True
-        super().process(records, range_)
+        try:
+            super().process(records, range_)
+        except KafkaException as exc:
+            self._failed_for_good = True
+            raise RangeFailedError(
+                range_,
+                records[0].offset() or range_.from_offset,
+                "the transactional producer failed for good "
+                f"(fenced by a newer attempt of this unit?): {exc}",
+            ) from exc
 
     def close_range(self, range_: OffsetRange) -> None:
         self._closed += 1
@@ -129,10 +139,9 @@ class TransactionalKafkaProcessor(KafkaProcessor):
 
     def close(self) -> None:
         self._abort()
-        try:
-            self._markers.close()
-        finally:
-            super().close()
+        self._markers.close()
+        if not self._failed_for_good:
+            super().close()  # a fenced producer cannot flush (confluent-kafka raises SystemError)
 
     # -- transaction steps -------------------------------------------------------------------
 
@@ -196,6 +205,7 @@ class TransactionalKafkaProcessor(KafkaProcessor):
                 error = exc.args[0]
                 if error.retriable() and not error.txn_requires_abort() and time.monotonic() < deadline:
                     continue  # the outcome is unknown: committing again is the documented retry
+                self._failed_for_good = self._failed_for_good or error.fatal()
                 raise RangeFailedError(
                     range_, range_.from_offset, f"transaction commit failed: {error.str()}"
                 ) from exc
@@ -210,6 +220,7 @@ class TransactionalKafkaProcessor(KafkaProcessor):
             self._producer.abort_transaction(KAFKA_TIMEOUT_SECONDS)
         except KafkaException as exc:
             # Fenced or fatal: the broker aborts it (or the next attempt's init_transactions does).
+            self._failed_for_good = True
             log.warning("could not abort the transaction: %s", exc)
 
     def _transaction_call(self, range_: OffsetRange, step: str, call: Any) -> None:

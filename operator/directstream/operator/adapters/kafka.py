@@ -135,15 +135,19 @@ class KafkaOffsets:
         """Earliest and latest (last stable under read_committed) offsets of all partitions:
         one batched ListOffsets request per broker for each end."""
         tps = list(tps)
-        earliest = self._list_offsets(tps, OffsetSpec.earliest(), "listing earliest offsets")
-        latest = self._list_offsets(tps, OffsetSpec.latest(), "listing latest offsets")
+        earliest = self._list_offsets(
+            tps, OffsetSpec.earliest(), f"listing earliest offsets at {self._bootstrap}"
+        )
+        latest = self._list_offsets(tps, OffsetSpec.latest(), f"listing latest offsets at {self._bootstrap}")
         return {tp: Watermarks(earliest[tp], latest[tp]) for tp in tps}
 
     def offsets_for_timestamp(
         self, tps: Iterable[TopicPartitionKey], timestamp_ms: int
     ) -> dict[TopicPartitionKey, int]:
         """The first offset at or after ``timestamp_ms`` per partition (-1 = none yet: omitted)."""
-        found = self._list_offsets(tps, OffsetSpec.for_timestamp(timestamp_ms), "looking up offsets by time")
+        found = self._list_offsets(
+            tps, OffsetSpec.for_timestamp(timestamp_ms), f"looking up offsets by time at {self._bootstrap}"
+        )
         return {tp: offset for tp, offset in found.items() if offset >= 0}
 
     def commit(self, group: str, offsets: Mapping[TopicPartitionKey, int]) -> None:
@@ -155,7 +159,7 @@ class KafkaOffsets:
         )
         results = _with_retries(
             lambda: self._admin.alter_consumer_group_offsets([request], request_timeout=REQUEST_TIMEOUT_S),
-            f"committing offsets of group {group}",
+            f"committing offsets of group {group} at {self._bootstrap}",
         )
         for result in results.values():
             failed = [tp for tp in result.topic_partitions if tp.error is not None]
@@ -171,7 +175,7 @@ class KafkaOffsets:
             lambda: self._admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
             ),
-            f"reading offsets of group {group}",
+            f"reading offsets of group {group} at {self._bootstrap}",
         )
         out: dict[TopicPartitionKey, int] = {}
         for result in results.values():
@@ -184,7 +188,7 @@ class KafkaOffsets:
         """Delete the consumer group (``spec.deleteConsumerGroup``); a missing group is fine."""
         futures = self._admin.delete_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)
         try:
-            _wait(futures, f"deleting consumer group {group}")
+            _wait(futures, f"deleting consumer group {group} at {self._bootstrap}")
         except KafkaUnavailable as exc:
             if "GROUP_ID_NOT_FOUND" not in str(exc):
                 raise
