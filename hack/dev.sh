@@ -5,16 +5,19 @@ case "${1:-}" in
   up)
     bash "$ROOT/hack/kafka.sh" up
     bash "$ROOT/hack/cluster.sh" up
+    bash "$ROOT/hack/postgres.sh" up
     {
       echo "# source this file: the local Kafka, the test cluster and the project's tools"
       bash "$ROOT/hack/kafka.sh" env
       bash "$ROOT/hack/cluster.sh" env
+      bash "$ROOT/hack/postgres.sh" env
       echo "export PATH=$ROOT/.venv/bin:\$PATH"
     } >"$DEV/env"
     log "ready: source $DEV/env"
     ;;
   down)
     bash "$ROOT/hack/cluster.sh" down || true
+    bash "$ROOT/hack/postgres.sh" down || true
     bash "$ROOT/hack/kafka.sh" down || true
     rm -f "$DEV/env"
     ;;

@@ -2,4 +2,5 @@ pytest_plugins = [
     "tests.harness.kafka_fixtures",
     "tests.harness.kube_fixtures",
     "tests.harness.operator_fixtures",
+    "tests.harness.postgres_fixtures",
 ]

@@ -34,6 +34,17 @@ def patch_spec(kube: Kube, namespace: str, name: str, spec_patch: str) -> None:
     )
 
 
+def job_names(kube: Kube, namespace: str) -> list[str]:
+    out = kube.kubectl("get", "jobs", "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}").stdout
+    return out.split()
+
+
+def running_batch(kube: Kube, namespace: str, name: str) -> dict[str, object] | None:
+    """The recorded plan once its Job is running (``status.pending.job``)."""
+    pending = (get_stream(kube, namespace, name).get("status") or {}).get("pending") or {}
+    return pending if pending.get("job") else None
+
+
 def expected(latest: dict[tuple[str, int], int]) -> set[tuple[str, int, int]]:
     return {(t, p, o) for (t, p), end in latest.items() for o in range(end)}
 
@@ -89,7 +100,7 @@ def test_operator_killed_mid_batch_adopts_the_running_job(
         "    def __init__(self, options, unit):\n"
         "        self.out, self.unit = options['out'], unit\n"
         "    def process(self, records, rng):\n"
-        "        time.sleep(3)\n"
+        "        time.sleep(5)\n"
         "        with open(self.out, 'a') as f:\n"
         "            f.writelines(f'{self.unit.attempt} {r.partition()} {r.offset()}\\n' for r in records)\n"
     )
@@ -111,11 +122,9 @@ def test_operator_killed_mid_batch_adopts_the_running_job(
             },
         ),
     )
-    job = wait_until(
-        "a running Job",
-        kube.kubectl("get", "jobs", "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}").stdout.strip,
-    )
-    pending = get_stream(kube, namespace, "slow")["status"]["pending"]
+    pending = wait_until("status.pending.job", lambda: running_batch(kube, namespace, "slow"))
+    job = pending["job"]
+    assert job in job_names(kube, namespace)
     operator.kill()
     operator.start()
     latest = latest_offsets(kafka.bootstrap, topic_name)
@@ -307,7 +316,7 @@ def test_deleting_a_stream_collects_its_jobs_and_group(
         kube, namespace, "gone", '{"processor": {"sink": "python", "options": {"entryPoint": "stuck:Stuck"}}}'
     )
     kafka.produce(topic_name, 10)
-    wait_until("a Job", kube.kubectl("get", "jobs", "-n", namespace, "-o", "name").stdout.strip)
+    wait_until("a Job", lambda: job_names(kube, namespace))
     kube.kubectl("delete", "directstream", "gone", "-n", namespace, "--timeout=90s")
     wait_until(
         "the Job to be garbage-collected",

@@ -306,9 +306,7 @@ class Driver:
                 ),
             )
         await self._store.save(state)  # the stored offsets are the source of truth
-        await self._commit_group(
-            state.committed if self._group_behind else plan.next_offsets(), plan.batch_id
-        )
+        group_offsets = state.committed if self._group_behind else plan.next_offsets()
         lag = sum(lag_of(state.committed, self.latest).values())
         kind = "committed" if plan.record_ranges else "positions"
         self._emit(
@@ -321,6 +319,8 @@ class Driver:
             lag=lag,
             attempts=pending.attempt,
         )
+        # After "committed", so that a drift it reports is the condition left standing.
+        await self._commit_group(group_offsets, plan.batch_id)
         return state
 
     async def _commit_group(self, offsets: Mapping[TopicPartition, int], batch_id: int) -> None:

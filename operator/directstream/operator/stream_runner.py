@@ -202,8 +202,11 @@ class StreamRunner:
         self._driver.spec = spec
         return self._driver
 
-    def _on_job(self, name: str | None) -> None:
+    async def _on_job(self, name: str | None) -> None:
+        """Show the running Job in the status (``pending.job``) while the batch runs."""
         self.store.job = name
+        if name is not None:
+            await self.store.flush()
 
     # -- the loop ---------------------------------------------------------------------------
 

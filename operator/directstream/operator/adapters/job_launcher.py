@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ class JobLauncher:
         spec: Callable[[], StreamSpec],
         secret: Callable[[], tuple[str | None, Sequence[str]]],
         wake: asyncio.Event,
-        on_job: Callable[[str | None], None] = lambda name: None,
+        on_job: Callable[[str | None], Awaitable[None]] | None = None,
     ) -> None:
         self._kube = kube
         self._namespace = namespace
@@ -70,11 +70,13 @@ class JobLauncher:
             log.info(
                 "adopted running Job %s (batch %s attempt %s)", name, units[0].batch_id, units[0].attempt
             )
-        self._on_job(name)
+        if self._on_job is not None:
+            await self._on_job(name)
         try:
             results, job_done = await self._wait(name, len(units), spec.executors.pending_timeout_seconds)
         finally:
-            self._on_job(None)
+            if self._on_job is not None:
+                await self._on_job(None)
         if all(r.ok for r in results) or not job_done:
             # Succeeded Jobs are not kept (a stream runs one every few seconds), nor a Job given up
             # on while its pods were stuck Pending. Failed ones stay, until
