@@ -55,15 +55,19 @@ class Kube:
         return pod_logs(namespace, pod, container, state_dir=self.node_state)
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.25) -> Any:
-        """Poll check() until it returns something truthy; fail with `what` on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(every)
+        return poll_until(what, check, timeout, every)
+
+
+def poll_until(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.25) -> Any:
+    """Poll check() until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
 
 
 def _cluster_env() -> dict[str, str]:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.kube_fixtures import Kube
+from tests.harness.kube_fixtures import Kube, poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "directstream.yaml"
@@ -117,11 +116,4 @@ def wait_committed(
 
 
 def wait_until(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
+    return poll_until(what, check, timeout)

@@ -326,3 +326,57 @@ def test_deleting_a_stream_collects_its_jobs_and_group(
     assert group_offsets(kafka.bootstrap, "gone", topic_name) == {}, (
         "spec.deleteConsumerGroup removes the group"
     )
+
+
+def test_pods_stuck_pending_fail_the_attempt_with_a_clear_condition(
+    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str
+):
+    kafka.create_topic(topic_name, partitions=1)
+    kafka.produce(topic_name, 10)
+    spec = {
+        "topics": [topic_name],
+        "maxAttempts": 1,
+        "executors": {"pendingTimeout": "3s", "nodeSelector": {"directstream.io/no-such-node": "true"}},
+        "processor": {"sink": "count"},
+    }
+    apply(kube, stream_manifest("stuck", namespace, kafka.bootstrap, spec))
+
+    def failed() -> dict[str, object] | None:
+        cond = condition(get_stream(kube, namespace, "stuck"), "Degraded")
+        return cond if cond.get("reason") == "BatchFailed" else None
+
+    cond = wait_until("the attempt to fail", failed, timeout=120)
+    assert "Pending" in str(cond["message"]), cond
+    stream = get_stream(kube, namespace, "stuck")
+    assert stream["status"]["phase"] == "Failed"
+    assert stream["status"]["committed"] == {}, "nothing is committed for a batch that never ran"
+    wait_until("the stuck Job to be removed", lambda: not job_names(kube, namespace), timeout=60)
+
+
+def test_kafka_settings_from_a_secret_reach_executors_without_being_copied(
+    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+):
+    kafka.create_topic(topic_name, partitions=1)
+    kafka.produce(topic_name, 20)
+    marker = "s3cr3t-client-id-4711"
+    kube.kubectl(
+        "create", "secret", "generic", "kafka-client", "-n", namespace, f"--from-literal=client.id={marker}"
+    )
+    (tmp_path / "slowsink.py").write_text(
+        "import time\nclass Slow:\n    def __init__(self, options, unit):\n        pass\n"
+        "    def process(self, records, rng):\n        time.sleep(4)\n"
+    )
+    spec = {
+        "topics": [topic_name],
+        "kafka": {"bootstrapServers": kafka.bootstrap, "configFrom": {"secretRef": {"name": "kafka-client"}}},
+        "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "processor": {"sink": "python", "options": {"entryPoint": "slowsink:Slow"}},
+    }
+    apply(kube, stream_manifest("secretive", namespace, kafka.bootstrap, spec))
+    pending = wait_until("status.pending.job", lambda: running_batch(kube, namespace, "secretive"))
+    job_json = kube.kubectl("get", "job", str(pending["job"]), "-n", namespace, "-o", "json").stdout
+    assert "secretKeyRef" in job_json and "kafka-client" in job_json
+    assert marker not in job_json, "a secret value was copied into the Job"
+    stream = wait_committed(kube, namespace, "secretive", {(topic_name, 0): 20})
+    events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert marker not in str(stream) and marker not in events and marker not in operator.log()
