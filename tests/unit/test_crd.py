@@ -208,6 +208,8 @@ def full_manifest(*, subscription: str, start: str, reset_to: str, sink: str) ->
         if reset_to != key:
             del spec["reset"][key]
     spec["processor"]["sink"] = sink
+    # offsets.store postgres needs the postgres sink (a cross-field rule on both sides)
+    spec["offsets"] = {"store": "postgres" if sink == "postgres" else "kafka"}
     return {**MINIMAL, "spec": {k: v for k, v in spec.items() if v is not None}}
 
 
@@ -216,6 +218,7 @@ VARIANTS = [
     ("pattern", "timestamp", "offsets", "kafka"),
     ("topics", "latest", "earliest", "jsonl"),
     ("pattern", "earliest", "latest", "count"),
+    ("topics", "earliest", "latest", "postgres"),
 ]
 
 

@@ -21,6 +21,7 @@ import yaml
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from .adapters.local_launcher import LocalLauncher
 from .adapters.local_state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
+from .adapters.postgres_offsets import AsyncOffsetStore, OffsetStoreError, PostgresOffsetStore, dsn_for
 from .cli_render import ProgressPrinter, ledger_table, offsets_table, table
 from .core.planning import DataLossError
 from .core.spec import KIND, SpecError, StreamSpec, parse_stream
@@ -59,6 +60,16 @@ def load_stream(path: str, bootstrap_override: str | None) -> StreamSpec:
     return spec
 
 
+def external_offsets(spec: StreamSpec) -> AsyncOffsetStore | None:
+    """``offsets.store: postgres``: the offsets table the postgres sink writes."""
+    if spec.offset_store != "postgres":
+        return None
+    try:
+        return AsyncOffsetStore(PostgresOffsetStore.for_spec(spec, dsn_for(spec)))
+    except OffsetStoreError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def state_dir_for(spec: StreamSpec, given: str | None) -> Path:
     return Path(given) if given else Path.cwd() / ".directstream" / spec.name
 
@@ -77,6 +88,7 @@ async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: Progre
             launcher=LocalLauncher(state_dir / "attempts"),
             executor_kafka=executor_kafka_settings(spec),
             observe=printer,
+            external=external_offsets(spec),
         )
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     except CliError as exc:
         print(f"directstream: {exc}", file=sys.stderr)
         code = EXIT_USAGE
-    except (KafkaUnavailable, StateFileCorrupt) as exc:
+    except (KafkaUnavailable, StateFileCorrupt, OffsetStoreError) as exc:
         print(f"directstream: {exc}", file=sys.stderr)
         code = EXIT_FAILED
     sys.exit(code)

@@ -12,6 +12,7 @@ import kopf
 from .adapters.kafka import KafkaOffsets
 from .adapters.kube import GROUP, PLURAL, VERSION, AsyncKubeApi, KubeApi, load_client_config
 from .core.spec import SpecError, parse_spec
+from .metrics import OperatorMetrics
 from .ports import KafkaUnavailable
 from .stream_runner import StreamContext, StreamRunner
 
@@ -84,10 +85,15 @@ async def drive_stream(
         post_event=post_event,
         stopped=lambda: bool(stopped),
     )
+    metrics: OperatorMetrics | None = getattr(memo, "metrics", None)  # None with --metrics-port 0
+    if metrics is not None:
+        ctx.metrics = metrics.for_stream(namespace, name)
     try:
         await StreamRunner(memo.kube, ctx).run()
     finally:
         WAKEUPS.forget(namespace, name)
+        if metrics is not None:
+            metrics.forget(namespace, name)  # a deleted stream leaves no stale series
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")

@@ -29,7 +29,16 @@ from .core.rate import next_rate
 from .core.spec import ResetSpec, StreamSpec
 from .core.state import LedgerEntry, StreamState
 from .core.work import build_work_units
-from .ports import DriverEvent, KafkaUnavailable, LauncherPort, Observer, OffsetsPort, StatePort
+from .ports import (
+    DriverEvent,
+    ExternalOffsetsPort,
+    KafkaUnavailable,
+    LauncherPort,
+    Observer,
+    OffsetsPort,
+    OffsetStoreUnavailable,
+    StatePort,
+)
 
 RETRY_BACKOFF_MAX_S = 30.0
 
@@ -97,6 +106,7 @@ class Driver:
         observe: Observer,
         clock: Callable[[], float] = time.time,
         retry_backoff_s: float = 1.0,
+        external: ExternalOffsetsPort | None = None,
     ) -> None:
         self.spec = spec
         self._offsets = offsets
@@ -106,6 +116,7 @@ class Driver:
         self._observe = observe
         self._now = clock
         self._retry_backoff_s = retry_backoff_s
+        self._external = external
         self._stop = asyncio.Event()
         self._group_behind = False
         self.latest: dict[TopicPartition, int] = {}
@@ -130,6 +141,8 @@ class Driver:
         """The stored state; for a stream never run, offsets the Kafka group already has.
         If the group drifted from the stored offsets, say so and put the group right."""
         state = await self._store.load()
+        if self._external is not None:
+            state = await self._adopt_external(state)
         group = {
             tp: offset
             for tp, offset in (await self._offsets.committed(self.spec.group_id)).items()
@@ -157,6 +170,63 @@ class Driver:
     async def watermarks_now(self) -> dict[TopicPartition, Watermarks]:
         """Earliest and latest offsets of every partition the stream reads now."""
         return await self._offsets.watermarks(await self._offsets.partitions())
+
+    async def _adopt_external(self, state: StreamState) -> StreamState:
+        """With offsets in the user's database, the database says where the stream stands;
+        a state that disagrees (outside a recorded batch, which replays) is put right."""
+        assert self._external is not None
+        stored = {
+            tp: off for tp, off in (await self._external.read()).items() if self.spec.matches_topic(tp[0])
+        }
+        if state.pending is not None:
+            return state
+        differs = {
+            tp: (state.committed.get(tp), off) for tp, off in stored.items() if state.committed.get(tp) != off
+        }
+        if not differs:
+            return state
+        if not state.is_new:
+            sample = ", ".join(
+                f"{t}[{p}] state {a} table {b}" for (t, p), (a, b) in sorted(differs.items())[:5]
+            )
+            self._emit(
+                "drift",
+                f"the offsets table differs from the stream state ({sample}); the table wins",
+                warning=True,
+            )
+        state = replace(state, committed={**state.committed, **stored})
+        await self._store.save(state)
+        return state
+
+    async def _start_chains(self, plan: BatchPlan, committed: Mapping[TopicPartition, int]) -> None:
+        """Start the database chain of new partitions at their first offset and move it over a
+        data-loss skip, so the sink's compare-and-set finds each range's ``from``."""
+        if self._external is not None:
+            await self._external.move(
+                {
+                    (r.topic, r.partition): (committed.get((r.topic, r.partition)), r.from_offset)
+                    for r in plan.ranges
+                }
+            )
+
+    async def _check_chains(self, plan: BatchPlan) -> None:
+        """After a batch, the database must stand at every range's end."""
+        if self._external is None:
+            return
+        stored = await self._external.read()
+        behind = [
+            f"{r.topic}[{r.partition}] table {stored.get((r.topic, r.partition))} plan {r.until_offset}"
+            for r in plan.record_ranges
+            if stored.get((r.topic, r.partition)) != r.until_offset
+        ]
+        if behind:
+            self._emit(
+                "drift",
+                f"batch {plan.batch_id}: the offsets table does not match the batch's ends: "
+                + ", ".join(behind[:5]),
+                plan.batch_id,
+                warning=True,
+            )
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -200,6 +270,7 @@ class Driver:
                 f"(attempt {state.pending.attempt}, {plan.offsets} offsets)",
                 plan.batch_id,
             )
+            await self._start_chains(plan, state.committed)  # again: the crash may have come first
             if not self.latest:
                 marks = await self._offsets.watermarks([(r.topic, r.partition) for r in plan.ranges])
                 self.latest = {tp: m.latest for tp, m in marks.items()}
@@ -219,6 +290,7 @@ class Driver:
                 )
             state = state.with_plan(plan, self._now())
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
+            await self._start_chains(plan, state.committed)
             self._emit(
                 "planned",
                 f"batch {plan.batch_id}: {len(plan.record_ranges)} ranges, {plan.offsets} offsets",
@@ -305,6 +377,7 @@ class Driver:
                     min_rate=self.spec.rate.backpressure.min_per_partition,
                 ),
             )
+        await self._check_chains(plan)
         await self._store.save(state)  # the stored offsets are the source of truth
         group_offsets = state.committed if self._group_behind else plan.next_offsets()
         lag = sum(lag_of(state.committed, self.latest).values())
@@ -354,6 +427,8 @@ class Driver:
         if state.pending is not None:
             note += f"; abandoned recorded batch {state.pending.plan.batch_id}"
         moved = sum(1 for tp, off in target.items() if off != state.committed.get(tp))
+        if self._external is not None:
+            await self._external.force(target)
         state = state.with_reset(target, reset.id, note, self._now())
         await self._store.save(state)
         await self._commit_group(target, state.next_batch_id - 1)
@@ -392,6 +467,10 @@ class Driver:
         except KafkaUnavailable as exc:
             self._emit("kafka-unavailable", str(exc), warning=True)
             return Step(state, "kafka-unavailable", message=str(exc))
+        except OffsetStoreUnavailable as exc:
+            # Retried like an unreachable broker: nothing moved, the recorded plan stays.
+            self._emit("store-unavailable", str(exc), warning=True)
+            return Step(state, "kafka-unavailable", message=str(exc))
         if plan is None:
             return Step(state, "idle")
         return Step(state, "batch", plan=plan, backlog=plan.rate_capped)
@@ -408,7 +487,7 @@ class Driver:
             targets: dict[TopicPartition, int] | None = None
             if mode is RunMode.UNTIL_CAUGHT_UP:
                 targets = {tp: m.latest for tp, m in (await self.watermarks_now()).items()}
-        except KafkaUnavailable as exc:
+        except (KafkaUnavailable, OffsetStoreUnavailable) as exc:
             return RunOutcome(False, "kafka-unavailable", str(exc))
         kafka_failures = 0
         next_tick = self._now()

@@ -1,7 +1,8 @@
 """``directstream-operator``: the controller that drives DirectStreams on Kubernetes.
 
 directstream-operator [--namespace NS ... | --all-namespaces] [--executor-image IMAGE]
-                      [--liveness-port PORT] [--log-format json|plain] [--verbose]
+                      [--liveness-port PORT] [--metrics-port PORT] [--metrics-host HOST]
+                      [--log-format json|plain] [--verbose]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import kopf
 
 from . import controller  # noqa: F401  (importing it registers the handlers)
+from .metrics import OperatorMetrics, serve
 
 DEFAULT_EXECUTOR_IMAGE = os.environ.get("DIRECTSTREAM_EXECUTOR_IMAGE", "")
 
@@ -42,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--liveness-host", default=os.environ.get("DIRECTSTREAM_LIVENESS_HOST", "0.0.0.0"))
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("DIRECTSTREAM_METRICS_PORT", "9090")),
+        help="serve Prometheus /metrics on this port (0 = off; env DIRECTSTREAM_METRICS_PORT)",
+    )
+    parser.add_argument("--metrics-host", default=os.environ.get("DIRECTSTREAM_METRICS_HOST", "0.0.0.0"))
+    parser.add_argument(
         "--log-format", choices=["json", "plain"], default=os.environ.get("DIRECTSTREAM_LOG_FORMAT", "json")
     )
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -61,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     memo = kopf.Memo(executor_image=args.executor_image)
+    if args.metrics_port:
+        metrics = OperatorMetrics()
+        if serve(metrics, args.metrics_port, args.metrics_host):
+            memo.metrics = metrics  # controller.drive_stream hands each stream its recorder
     liveness = f"http://{args.liveness_host}:{args.liveness_port}/healthz" if args.liveness_port else None
     kopf.run(
         standalone=True,

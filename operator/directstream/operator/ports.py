@@ -17,6 +17,10 @@ class KafkaUnavailable(RuntimeError):
     """Kafka could not answer (unreachable, unknown topic, authorisation...)."""
 
 
+class OffsetStoreUnavailable(RuntimeError):
+    """The user's offsets database could not be read or written."""
+
+
 class OffsetsPort(Protocol):
     async def partitions(self) -> list[TopicPartition]: ...
     async def watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, Watermarks]: ...
@@ -25,6 +29,18 @@ class OffsetsPort(Protocol):
     ) -> dict[TopicPartition, int]: ...
     async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None: ...
     async def committed(self, group: str) -> dict[TopicPartition, int]: ...
+
+
+class ExternalOffsetsPort(Protocol):
+    """Offsets kept by the sink in the user's database (``spec.offsets.store: postgres``)."""
+
+    async def read(self) -> dict[TopicPartition, int]: ...
+
+    async def move(self, moves: Mapping[TopicPartition, tuple[int | None, int]]) -> None:
+        """Start or move chains ``{tp: (expected, new)}``, each only if still at ``expected``."""
+
+    async def force(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Set chains unconditionally (a rewind)."""
 
 
 class StatePort(Protocol):
@@ -56,6 +72,7 @@ EventKind = Literal[
     "kafka-unavailable",
     "stopped",
     "rewound",
+    "store-unavailable",
 ]
 
 

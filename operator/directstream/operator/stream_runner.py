@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 KAFKA_BACKOFF_MAX_S = 60.0
 FAILED_RETRY_S = 300.0  # a stream Failed for good tries again this often (or on a spec change)
 EventPoster = Callable[[str, str, str], None]  # (type, reason, message)
+# -- metrics hook (metrics.StreamMetrics): (event, phase, committed, latest) -------------------
+MetricsHook = Callable[
+    [DriverEvent, str, Mapping[TopicPartition, int], Mapping[TopicPartition, int] | None], None
+]
+
+
+def no_metrics(
+    event: DriverEvent, phase: str, committed: Mapping[TopicPartition, int], latest: object
+) -> None:
+    """The default hook: runner tests and ``--metrics-port 0`` record nothing."""
 
 
 def now_iso() -> str:
@@ -113,6 +123,7 @@ class StreamContext:
     wake: asyncio.Event
     post_event: EventPoster
     stopped: Callable[[], bool]
+    metrics: MetricsHook = no_metrics  # the operator injects metrics.StreamMetrics
 
 
 class StreamRunner:
@@ -133,6 +144,11 @@ class StreamRunner:
         log.log(level, "%s/%s: %s", self._ctx.namespace, self._ctx.name, event.message)
         if posted is not None:
             self._ctx.post_event(*posted)
+        # -- metrics: the event with the phase and offsets it left (driver.latest is the freshest)
+        state, latest = self.store.state, self._driver.latest if self._driver else None
+        self._ctx.metrics(
+            event, self.store.phase, state.committed if state else {}, latest or self.store.latest
+        )
 
     async def _note_and_flush(self, kind: str, message: str, warning: bool = False) -> None:
         self.observe(DriverEvent(kind, message, warning=warning))  # type: ignore[arg-type]

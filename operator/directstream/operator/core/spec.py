@@ -52,14 +52,16 @@ API_VERSION = "directstream.io/v1alpha1"
 KIND = "DirectStream"
 
 IsolationLevel = Literal["read_committed", "read_uncommitted"]
-Sink = Literal["jsonl", "kafka", "stdout", "count", "python"]
+Sink = Literal["jsonl", "kafka", "stdout", "count", "python", "postgres"]
+OffsetStore = Literal["kafka", "postgres"]
 OnDataLoss = Literal["fail", "earliest"]
 StopAt = Literal["never", "latest"]
 StartKind = Literal["earliest", "latest", "timestamp", "offsets"]
 ResetTo = Literal["earliest", "latest", "timestamp", "offsets"]
 
 ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("read_committed", "read_uncommitted")
-SINKS: tuple[Sink, ...] = ("jsonl", "kafka", "stdout", "count", "python")
+SINKS: tuple[Sink, ...] = ("jsonl", "kafka", "stdout", "count", "python", "postgres")
+OFFSET_STORES: tuple[OffsetStore, ...] = ("kafka", "postgres")
 ON_DATA_LOSS: tuple[OnDataLoss, ...] = ("fail", "earliest")
 STOP_AT: tuple[StopAt, ...] = ("never", "latest")
 RESET_TO: tuple[ResetTo, ...] = ("earliest", "latest", "timestamp", "offsets")
@@ -167,6 +169,9 @@ class StreamSpec:
     stop_at: StopAt = "never"
     reset: ResetSpec | None = None
     delete_consumer_group: bool = False  # delete the Kafka consumer group with the DirectStream
+    # Where committed offsets live: "kafka" (status / state file, mirrored to the group) or
+    # "postgres" (the postgres sink's offsets table, stored with the results; mirrored to both).
+    offset_store: OffsetStore = "kafka"
 
     @property
     def effective_group_id(self) -> str:
@@ -281,7 +286,13 @@ def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
         stop_at=s.choice("stopAt", d.stop_at, STOP_AT),
         reset=_read_reset(s, topics, pattern),
         delete_consumer_group=s.boolean("deleteConsumerGroup", d.delete_consumer_group),
+        offset_store=_read_offsets(s.section("offsets"), d.offset_store),
     )
+    if stream.offset_store == "postgres" and stream.processor.sink != "postgres":
+        s.problems.add(
+            s.at("offsets.store"),
+            "postgres keeps offsets in the postgres sink's table: needs processor.sink: postgres",
+        )
     s.close()
     return stream
 
@@ -438,6 +449,12 @@ def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
     )
     s.close()
     return executors
+
+
+def _read_offsets(s: Section, default: OffsetStore) -> OffsetStore:
+    store = s.choice("store", default, OFFSET_STORES)
+    s.close()
+    return store
 
 
 def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:

@@ -301,6 +301,15 @@ _EVENTS: dict[str, tuple[str, bool, tuple[ConditionUpdate, ...], Phase | None, b
         None,
         True,
     ),
+    "store-unavailable": (
+        "OffsetStoreUnavailable",
+        True,
+        _updates(
+            ("Ready", "False", "OffsetStoreUnavailable"), ("Degraded", "True", "OffsetStoreUnavailable")
+        ),
+        None,
+        True,
+    ),
     "stopped": ("Stopped", False, _updates(("Progressing", "False", "Stopped")), None, True),
     "rewound": ("Rewound", False, _updates(("Progressing", "True", "Rewound")), "Running", True),
     # Raised by the operator itself rather than the driver loop.
