@@ -43,7 +43,7 @@ class OperatorProcess:
         args = [str(VENV_BIN / "directstream-operator"), "--executor-image", "directstream/executor:test"]
         for ns in self.namespaces:
             args += ["--namespace", ns]
-        args += ["--liveness-port", "0", "--log-format", "plain", "--verbose"]
+        args += ["--liveness-port", "0", "--metrics-port", "0", "--log-format", "plain", "--verbose"]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -65,7 +65,12 @@ def sample(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def test_metrics_follow_a_stream_from_its_first_batch_to_its_deletion(
-    kube: Kube, kafka: KafkaBroker, namespace: str, metrics_operator: MetricsOperator, topic_name: str
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    metrics_operator: MetricsOperator,
+    topic_name: str,
+    tmp_path: Path,
 ):
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 500, partitions=2)
@@ -84,6 +89,7 @@ def test_metrics_follow_a_stream_from_its_first_batch_to_its_deletion(
         return (text, samples) if records == 500 and lag == 0 else None
 
     text, samples = wait_until("/metrics to count the 500 records with lag 0", settled, timeout=30)
+    (tmp_path / "metrics.txt").write_text(text)  # kept with pytest's temporary directories, to look at
     assert (sample(samples, "directstream_batches_total", **stream, outcome="committed") or 0) >= 1
     for outcome in ("failed", "retried", "data_loss"):
         assert sample(samples, "directstream_batches_total", **stream, outcome=outcome) == 0

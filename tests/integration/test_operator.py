@@ -380,3 +380,48 @@ def test_kafka_settings_from_a_secret_reach_executors_without_being_copied(
     stream = wait_committed(kube, namespace, "secretive", {(topic_name, 0): 20})
     events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert marker not in str(stream) and marker not in events and marker not in operator.log()
+
+
+@pytest.mark.postgres
+def test_offsets_in_postgres_under_the_operator(
+    kube: Kube,
+    kafka: KafkaBroker,
+    postgres: str,
+    pg_schema: str,
+    namespace: str,
+    operator: OperatorProcess,
+    topic_name: str,
+):
+    import psycopg
+
+    kafka.create_topic(topic_name, partitions=2)
+    kafka.produce(topic_name, 500, partitions=2)
+    kube.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={postgres}")
+    spec = {
+        "topics": [topic_name],
+        "batchInterval": "1s",
+        "rate": {"maxPerPartition": 100},
+        "offsets": {"store": "postgres"},
+        "executors": {
+            "env": [
+                {
+                    "name": "DIRECTSTREAM_POSTGRES_DSN",
+                    "valueFrom": {"secretKeyRef": {"name": "pg", "key": "dsn"}},
+                }
+            ]
+        },
+        "processor": {
+            "sink": "postgres",
+            "options": {"table": f"{pg_schema}.records", "offsetsTable": f"{pg_schema}.offsets"},
+        },
+    }
+    apply(kube, stream_manifest("pg", namespace, kafka.bootstrap, spec))
+    latest = latest_offsets(kafka.bootstrap, topic_name)
+    wait_committed(kube, namespace, "pg", latest, timeout=180)
+    with psycopg.connect(postgres) as conn:
+        rows = conn.execute(
+            f'SELECT count(*), count(DISTINCT (partition, "offset")) FROM {pg_schema}.records'
+        ).fetchone()
+        stored = conn.execute(f"SELECT topic, partition, next_offset FROM {pg_schema}.offsets").fetchall()
+    assert rows == (500, 500)
+    assert {(t, p): o for t, p, o in stored} == latest

@@ -23,13 +23,16 @@ def run(*args: str | Path, cwd: Path = ROOT, check: bool = True) -> subprocess.C
         [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
+        )
     return proc
 
 
 def executor_prunes() -> list[str]:
     """The ``--prune`` arguments of Dockerfile.executor's ``uv export``."""
-    return re.findall(r"--prune (\S+)", (ROOT / "Dockerfile.executor").read_text())
+    lines = (ROOT / "Dockerfile.executor").read_text().splitlines()
+    return [p for line in lines if not line.startswith("#") for p in re.findall(r"--prune (\S+)", line)]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,7 @@ def test_the_dockerfiles_follow_the_image_rules():
         text = (ROOT / name).read_text()
         stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
         assert len(stages) == 2, f"{name}: a builder stage and a final stage"
-        assert stages[0].split()[-1] == "build"
+        assert stages[0].splitlines()[0].endswith(" AS build")
         final = stages[1]
         assert final.startswith("${PYTHON_IMAGE}") and "python:3.11-slim" in text
         assert re.search(r"^USER [0-9]+:[0-9]+$", final, flags=re.MULTILINE), f"{name}: numeric USER"

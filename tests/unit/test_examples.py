@@ -18,23 +18,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
 # Kinds an example may carry besides DirectStream (what a user applies alongside it).
 COMPANION_KINDS = {("v1", "Secret")}
-# Examples documenting a sink the parser and CRD do not accept yet: strict, so the mark must go
-# the day they do. docs/exactly-once.md describes `sink: postgres` and the executor implements it,
-# but spec.SINKS and the CRD's processor.sink enum still lack it.
-NOT_YET_ACCEPTED = {"postgres.yaml": "sink: postgres is missing from spec.SINKS and the CRD enum"}
 
 
 def example_params() -> list[Any]:
-    return [
-        pytest.param(
-            path,
-            id=path.name,
-            marks=[pytest.mark.xfail(reason=NOT_YET_ACCEPTED[path.name], strict=True)]
-            if path.name in NOT_YET_ACCEPTED
-            else [],
-        )
-        for path in EXAMPLES
-    ]
+    return [pytest.param(path, id=path.name) for path in EXAMPLES]
 
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
@@ -75,7 +62,7 @@ def test_example_parses(path: Path) -> None:
 
 
 def test_the_examples_show_what_their_names_promise() -> None:
-    by_name = {path.name: parse_example(path)[0] for path in EXAMPLES if path.name not in NOT_YET_ACCEPTED}
+    by_name = {path.name: parse_example(path)[0] for path in EXAMPLES}
     assert by_name["jsonl.yaml"].processor.sink == "jsonl"
     kafka = by_name["kafka-to-kafka.yaml"].processor
     assert kafka.sink == "kafka" and kafka.options.get("transactional") is True
@@ -88,12 +75,10 @@ def test_the_examples_show_what_their_names_promise() -> None:
     # The Secret holds the credentials, not the manifest's plain config.
     assert not any(key.startswith("sasl.password") for key in by_name["with-secret.yaml"].kafka.config)
 
-
-def test_the_postgres_example_takes_its_dsn_from_a_secret() -> None:
-    # Checked on the raw document: the parser does not accept this sink yet (NOT_YET_ACCEPTED).
-    (doc,) = load_documents(EXAMPLES_DIR / "postgres.yaml")
-    spec = doc["spec"]
-    options = spec["processor"]["options"]
-    assert spec["processor"]["sink"] == "postgres" and "dsn" not in options
-    env = {entry["name"]: entry for entry in spec["executors"]["env"]}
+    postgres = by_name["postgres.yaml"]
+    assert postgres.processor.sink == "postgres" and postgres.offset_store == "postgres"
+    # The DSN with its password comes from a Secret through the executors' env, never inline.
+    options = postgres.processor.options
+    assert "dsn" not in options
+    env = {entry["name"]: entry for entry in postgres.executors.env}
     assert env[options["dsnEnv"]]["valueFrom"]["secretKeyRef"]["key"]

@@ -19,6 +19,7 @@ from typing import Any
 from .adapters.job_launcher import JobLauncher
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from .adapters.kube import AsyncKubeApi, KubeError
+from .adapters.postgres_offsets import DEFAULT_DSN_ENV, AsyncOffsetStore, PostgresOffsetStore
 from .core.manifests import ManifestError, secret_env_for
 from .core.planning import TopicPartition
 from .core.spec import SpecError, StreamSpec, parse_spec
@@ -26,7 +27,7 @@ from .core.state import StreamState
 from .core.status import apply_outcome, build_status, format_time, outcome_for_event, state_from_status
 from .core.work import executor_kafka_settings
 from .driver import Driver, Step
-from .ports import DriverEvent, KafkaUnavailable
+from .ports import DriverEvent, KafkaUnavailable, OffsetStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ class StreamRunner:
         secret_data: dict[str, str] = {}
         if secret_name:
             secret_data = await self._kube.secret_data(self._ctx.namespace, secret_name)
-        key = (spec.kafka, tuple(sorted(secret_data.items())))
+        dsn = await self._offsets_dsn(spec) if spec.offset_store == "postgres" else None
+        key = (spec.kafka, tuple(sorted(secret_data.items())), spec.offset_store, dsn)
         self._secret = (secret_name, sorted(secret_data))
         if self._driver is None or key != self._driver_key:
             offsets = KafkaOffsetsPort(KafkaOffsets(spec, secret_data))
@@ -213,10 +215,37 @@ class StreamRunner:
                 launcher=launcher,
                 executor_kafka=executor_kafka_settings(spec, secret_env_for(sorted(secret_data))),
                 observe=self.observe,
+                external=AsyncOffsetStore(PostgresOffsetStore.for_spec(spec, dsn)) if dsn else None,
             )
             self._driver_key = key
         self._driver.spec = spec
         return self._driver
+
+    async def _offsets_dsn(self, spec: StreamSpec) -> str:
+        """The database the executors write to, as the operator can reach it: ``options.dsn``, or
+        the executors' environment variable named by ``options.dsnEnv`` (its value, or the
+        Secret key it comes from)."""
+        options = spec.processor.options
+        if options.get("dsn"):
+            return str(options["dsn"])
+        variable = str(options.get("dsnEnv", DEFAULT_DSN_ENV))
+        for entry in spec.executors.env:
+            if entry.get("name") != variable:
+                continue
+            if entry.get("value"):
+                return str(entry["value"])
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name") and ref.get("key"):
+                data = await self._kube.secret_data(self._ctx.namespace, str(ref["name"]))
+                if str(ref["key"]) in data:
+                    return data[str(ref["key"])]
+                raise KubeError(
+                    f"Secret {ref['name']} has no key {ref['key']} (the {variable} of spec.executors.env)"
+                )
+        raise KubeError(
+            f"offsets.store postgres: set {variable} in spec.executors.env (a value or a secretKeyRef) "
+            "so that the operator and the executors reach the same database"
+        )
 
     async def _on_job(self, name: str | None) -> None:
         """Show the running Job in the status (``pending.job``) while the batch runs."""
@@ -258,9 +287,10 @@ class StreamRunner:
                     targets = {tp: m.latest for tp, m in (await driver.watermarks_now()).items()}
                 elif spec.stop_at != "latest":
                     targets = None
-            except KafkaUnavailable as exc:
+            except (KafkaUnavailable, OffsetStoreUnavailable) as exc:
                 kafka_failures += 1
-                await self._note_and_flush("kafka-unavailable", str(exc), warning=True)
+                kind = "kafka-unavailable" if isinstance(exc, KafkaUnavailable) else "store-unavailable"
+                await self._note_and_flush(kind, str(exc), warning=True)
                 await self._pause(min(KAFKA_BACKOFF_MAX_S, 2.0**kafka_failures))
                 continue
             except KubeError as exc:

@@ -18,7 +18,7 @@ Decisions worth knowing:
   at pod level (``fsGroup``, ``supplementalGroups``, ``sysctls``, ...), which go to the pod, so
   nothing a user writes is silently dropped by the API server.
 - User env may not set ``DIRECTSTREAM_*`` (our channel to the executor; the one tuning knob,
-  ``DIRECTSTREAM_STALL_TIMEOUT``, excepted) nor ``JOB_COMPLETION_INDEX``: ``ManifestError``.
+  ``DIRECTSTREAM_STALL_TIMEOUT`` and ``DIRECTSTREAM_POSTGRES_DSN`` excepted) nor ``JOB_COMPLETION_INDEX``: ``ManifestError``.
 - Kafka secrets: one env var per key of the Secret, ``DIRECTSTREAM_KAFKA_SECRET_<n>`` with a
   ``secretKeyRef``; the units' ``kafka.secret_env`` maps the librdkafka setting to that variable
   (``secret_env_for``). Secret values never appear in the Job.
@@ -76,7 +76,8 @@ COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # DIRECTSTREAM_* variables a user may set: executor tuning knobs, not part of the driver's channel.
-USER_SETTABLE_ENV = frozenset({"DIRECTSTREAM_STALL_TIMEOUT"})
+# Executor settings users may set themselves (the postgres sink's default DSN variable included).
+USER_SETTABLE_ENV = frozenset({"DIRECTSTREAM_STALL_TIMEOUT", "DIRECTSTREAM_POSTGRES_DSN"})
 
 # Finished Jobs linger this long so the driver can read their pods' results, then Kubernetes
 # deletes them (the driver also deletes a Job once it has read it).
