@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from confluent_kafka.admin import NewPartitions
 
@@ -392,8 +393,6 @@ def test_offsets_in_postgres_under_the_operator(
     operator: OperatorProcess,
     topic_name: str,
 ):
-    import psycopg
-
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 500, partitions=2)
     kube.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={postgres}")

@@ -17,8 +17,8 @@ Decisions worth knowing:
 - ``spec.executors.securityContext`` goes to the container, except the fields that only exist
   at pod level (``fsGroup``, ``supplementalGroups``, ``sysctls``, ...), which go to the pod, so
   nothing a user writes is silently dropped by the API server.
-- User env may not set ``DIRECTSTREAM_*`` (our channel to the executor; the one tuning knob,
-  ``DIRECTSTREAM_STALL_TIMEOUT`` and ``DIRECTSTREAM_POSTGRES_DSN`` excepted) nor ``JOB_COMPLETION_INDEX``: ``ManifestError``.
+- User env may not set ``DIRECTSTREAM_*`` (our channel to the executor; ``USER_SETTABLE_ENV``
+  excepted) nor ``JOB_COMPLETION_INDEX``: ``ManifestError``.
 - Kafka secrets: one env var per key of the Secret, ``DIRECTSTREAM_KAFKA_SECRET_<n>`` with a
   ``secretKeyRef``; the units' ``kafka.secret_env`` maps the librdkafka setting to that variable
   (``secret_env_for``). Secret values never appear in the Job.
