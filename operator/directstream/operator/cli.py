@@ -22,10 +22,10 @@ from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from .adapters.local_launcher import LocalLauncher
 from .adapters.local_state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
 from .adapters.postgres_offsets import AsyncOffsetStore, OffsetStoreError, PostgresOffsetStore, dsn_for
-from .cli_render import ProgressPrinter, ledger_table, offsets_table, table
+from .cli_render import ProgressPrinter, ledger_table, offsets_table, plan_report
 from .core.planning import DataLossError
 from .core.spec import KIND, SpecError, StreamSpec, parse_stream
-from .core.work import build_work_units, executor_kafka_settings
+from .core.work import executor_kafka_settings
 from .driver import Driver, RunMode
 from .ports import DriverEvent, KafkaUnavailable
 
@@ -204,23 +204,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except DataLossError as exc:
         raise CliError(f"the next batch cannot be planned: {exc}") from exc
     kind = "recorded (resumes on the next run)" if resumed else "next"
-    print(
-        f"{kind} batch {batch.batch_id}: {batch.offsets:,} offsets in {len(batch.record_ranges)} range(s)"
-        + (" (rate-capped: more is waiting)" if batch.rate_capped else "")
-    )
-    for loss in batch.data_loss:
-        print(f"  data loss: {loss}")
-    units = build_work_units(spec, batch, 1, executor_kafka_settings(spec))
-    rows = [
-        [u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count]
-        for u in units
-        for r in u.ranges
-    ]
-    print(
-        table(["EXECUTOR", "TOPIC", "PARTITION", "FROM", "UNTIL", "OFFSETS"], rows)
-        if rows
-        else "nothing to read"
-    )
+    print(plan_report(spec, batch, kind))
     return 0
 
 

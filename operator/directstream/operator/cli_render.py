@@ -7,8 +7,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from .core.planning import TopicPartition
+from .core.planning import BatchPlan, TopicPartition
+from .core.spec import StreamSpec
 from .core.state import StreamState
+from .core.work import build_work_units, executor_kafka_settings
 from .ports import DriverEvent
 
 
@@ -134,3 +136,24 @@ def ledger_table(state: StreamState) -> str:
     return table(
         ["BATCH", "ATTEMPTS", "RANGES", "RECORDS", "BYTES", "DURATION", "COMMITTED AT", "NOTE"], rows
     )
+
+
+def plan_report(spec: StreamSpec, plan: BatchPlan, kind: str) -> str:
+    """A batch plan as ``directstream plan`` and ``kubectl directstream plan`` show it."""
+    lines = [
+        f"{kind} batch {plan.batch_id}: {plan.offsets:,} offsets in {len(plan.record_ranges)} range(s)"
+        + (" (rate-capped: more is waiting)" if plan.rate_capped else "")
+    ]
+    lines += [f"  data loss: {loss}" for loss in plan.data_loss]
+    units = build_work_units(spec, plan, 1, executor_kafka_settings(spec))
+    rows = [
+        [u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count]
+        for u in units
+        for r in u.ranges
+    ]
+    lines.append(
+        table(["EXECUTOR", "TOPIC", "PARTITION", "FROM", "UNTIL", "OFFSETS"], rows)
+        if rows
+        else "nothing to read"
+    )
+    return "\n".join(lines)

@@ -31,13 +31,13 @@ from directstream.executor.contract import ExecutorResult, WorkUnit
 
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from .adapters.kube import GROUP, PLURAL, VERSION
-from .cli_render import ledger_table, table
+from .cli_render import ledger_table, plan_report, table
 from .core.planning import BatchPlan, DataLossError, TopicPartition, reset_offsets
 from .core.spec import SpecError, StreamSpec, parse_spec
 from .core.spec_fields import RFC3339
 from .core.state import StreamState
 from .core.status import state_from_status
-from .core.work import build_work_units, executor_kafka_settings
+from .core.work import executor_kafka_settings
 from .driver import Driver
 from .ports import KafkaUnavailable
 
@@ -308,23 +308,7 @@ def cmd_plan(cluster: Cluster, args: argparse.Namespace) -> int:
         raise PluginError(f"the next batch cannot be planned: {exc}") from exc
     if spec.suspend:
         print(f"(directstream {spec.name} is suspended: nothing runs until it is resumed)")
-    print(
-        f"{note} batch {plan.batch_id}: {plan.offsets:,} offsets in {len(plan.record_ranges)} range(s)"
-        + (" (rate-capped: more is waiting)" if plan.rate_capped else "")
-    )
-    for loss in plan.data_loss:
-        print(f"  data loss: {loss}")
-    units = build_work_units(spec, plan, 1, executor_kafka_settings(spec))
-    rows = [
-        [u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count]
-        for u in units
-        for r in u.ranges
-    ]
-    print(
-        table(["EXECUTOR", "TOPIC", "PARTITION", "FROM", "UNTIL", "OFFSETS"], rows)
-        if rows
-        else "nothing to read"
-    )
+    print(plan_report(spec, plan, note))
     return 0
 
 
