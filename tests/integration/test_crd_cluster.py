@@ -116,6 +116,11 @@ INVALID = [
         "set exactly one of spec.topics (a list of topics) or spec.topicPattern",
     ),
     ("executors.max 0", _set("executors/max", 0), "spec.executors.max"),
+    (
+        "offsets in postgres without the postgres sink",
+        _set("offsets", {"store": "postgres"}),
+        "postgres keeps offsets in the postgres sink's table: needs processor.sink: postgres",
+    ),
     ("executors.max 1001", _set("executors/max", 1001), "less than or equal to 1000"),
     ("maxAttempts 0", _set("maxAttempts", 0), "spec.maxAttempts"),
     ("bad enum", _set("onDataLoss", "skip"), 'supported values: "fail", "earliest"'),
@@ -249,6 +254,7 @@ def test_full_manifest_is_accepted(kube: Kube, namespace: str, objects: client.C
         "stopAt": "latest",
         "reset": {"id": "replay-1", "to": "offsets", "offsets": {"views.v2": {"3": 0}}},
         "deleteConsumerGroup": True,
+        "offsets": {"store": "kafka"},
     }
     doc = {**MINIMAL, "metadata": {"name": "full", "namespace": namespace}, "spec": spec}
     create(kube, doc, "--validate=strict").check_returncode()
