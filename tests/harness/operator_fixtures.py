@@ -72,6 +72,10 @@ def operator(kube: Kube, crd: str, namespace: str, tmp_path: Path) -> Iterator[O
     try:
         yield process
     finally:
+        # Streams carry the operator's finalizer (its daemons stop before an object goes), so they
+        # are deleted while the operator still runs, or the namespace would hang in Terminating.
+        if process.proc is not None and process.proc.poll() is None:
+            kube.kubectl("delete", "directstreams", "--all", "-n", namespace, "--timeout=60s", check=False)
         process.stop()
 
 

@@ -333,12 +333,6 @@ def test_helm_install_runs_a_stream_exactly_once_and_uninstall_leaves_nothing(
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream_runner.StreamRunner.run does not catch the KubeError of a refused Job creation: the kopf "
-    "daemon dies and is restarted every 60 s, the stream shows Progressing/Started and no condition or "
-    "event names the Forbidden (fix proposed in the report of the Helm chart issue)",
-)
 def test_a_verb_missing_from_the_role_is_reported_on_the_stream(
     helm: Helm,
     kube: Kube,

@@ -73,6 +73,7 @@ EventKind = Literal[
     "stopped",
     "rewound",
     "store-unavailable",
+    "kube-api-error",
 ]
 
 

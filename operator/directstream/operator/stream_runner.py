@@ -32,6 +32,7 @@ from .ports import DriverEvent, KafkaUnavailable, OffsetStoreUnavailable
 log = logging.getLogger(__name__)
 
 KAFKA_BACKOFF_MAX_S = 60.0
+KUBE_RETRY_S = 30.0  # a refused API call (RBAC, quota, admission) is retried this often
 FAILED_RETRY_S = 300.0  # a stream Failed for good tries again this often (or on a spec change)
 EventPoster = Callable[[str, str, str], None]  # (type, reason, message)
 # -- metrics hook (metrics.StreamMetrics): (event, phase, committed, latest) -------------------
@@ -294,8 +295,8 @@ class StreamRunner:
                 await self._pause(min(KAFKA_BACKOFF_MAX_S, 2.0**kafka_failures))
                 continue
             except KubeError as exc:
-                await self._note_and_flush("invalid-spec", str(exc), warning=True)
-                await self._wait_for_change(at_most=FAILED_RETRY_S)
+                await self._note_and_flush("kube-api-error", f"Kubernetes API: {exc}", warning=True)
+                await self._wait_for_change(at_most=KUBE_RETRY_S)
                 continue
             if self.store.phase == "Completed" and targets is not None:
                 await self._wait_for_change()
@@ -307,6 +308,13 @@ class StreamRunner:
                     "invalid-spec", f"cannot build the executor Job: {exc}", warning=True
                 )
                 await self._wait_for_change()
+                continue
+            except KubeError as exc:
+                # e.g. RBAC: 403 jobs.batch is forbidden ... cannot create resource "jobs". The plan was
+                # recorded before the launch, so the retry runs the very same ranges.
+                state = self.store.state or state
+                await self._note_and_flush("kube-api-error", f"Kubernetes API: {exc}", warning=True)
+                await self._pause(KUBE_RETRY_S)
                 continue
             state = result.state
             self.store.latest = driver.latest or None

@@ -301,6 +301,13 @@ _EVENTS: dict[str, tuple[str, bool, tuple[ConditionUpdate, ...], Phase | None, b
         None,
         True,
     ),
+    "kube-api-error": (
+        "KubernetesApiError",
+        True,
+        _updates(("Ready", "False", "KubernetesApiError"), ("Degraded", "True", "KubernetesApiError")),
+        None,
+        True,
+    ),
     "store-unavailable": (
         "OffsetStoreUnavailable",
         True,
