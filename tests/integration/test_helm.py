@@ -90,7 +90,13 @@ def chart_values(namespace: str, **overrides: Any) -> dict[str, Any]:
         "watchNamespaces": [namespace],
         "image": {"repository": "directstream/operator", "tag": "test"},
         "executors": {"image": {"repository": "directstream/executor", "tag": "test"}},
-        "operator": {"logFormat": "plain", "livenessPort": free_port()},
+        # The test node mounts the scratch emptyDir over the host path: keep it off /tmp, where a
+        # checkout (and its .venv, which the node runs the operator from) may live.
+        "operator": {
+            "logFormat": "plain",
+            "livenessPort": free_port(),
+            "tmpDir": f"/var/tmp/directstream-{namespace}",
+        },
         "metrics": {"port": free_port()},
         "tests": {"healthzHost": "127.0.0.1"},
     }
