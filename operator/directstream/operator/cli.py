@@ -26,7 +26,8 @@ from .cli_render import ProgressPrinter, ledger_table, offsets_table, plan_repor
 from .core.planning import DataLossError
 from .core.spec import KIND, SpecError, StreamSpec, parse_stream
 from .core.work import executor_kafka_settings
-from .driver import Driver, RunMode
+from .driver import Driver
+from .outcomes import RunMode
 from .ports import DriverEvent, KafkaUnavailable
 
 EXIT_FAILED = 1

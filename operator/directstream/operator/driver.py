@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from enum import Enum
-from typing import Literal
+from dataclasses import replace
 
 from directstream.executor.contract import ExecutorResult, KafkaClientSettings
 
@@ -29,6 +27,7 @@ from .core.rate import next_rate
 from .core.spec import ResetSpec, StreamSpec
 from .core.state import LedgerEntry, StreamState
 from .core.work import build_work_units
+from .outcomes import BatchFailed, RunMode, RunOutcome, Step, describe_failures
 from .ports import (
     DriverEvent,
     ExternalOffsetsPort,
@@ -41,51 +40,6 @@ from .ports import (
 )
 
 RETRY_BACKOFF_MAX_S = 30.0
-
-
-class RunMode(Enum):
-    FOREVER = "forever"
-    ONCE = "once"
-    UNTIL_CAUGHT_UP = "until-caught-up"
-
-
-class BatchFailed(RuntimeError):
-    """A batch failed ``maxAttempts`` times; its plan stays recorded, nothing was committed."""
-
-    def __init__(self, message: str, state: StreamState) -> None:
-        super().__init__(message)
-        self.state = state
-
-
-StepOutcome = Literal["batch", "idle", "reset", "caught-up", "data-loss", "batch-failed", "kafka-unavailable"]
-
-
-@dataclass(frozen=True)
-class Step:
-    state: StreamState
-    outcome: StepOutcome
-    plan: BatchPlan | None = None
-    message: str = ""
-    backlog: bool = False  # a rate cap left records behind: the next batch may start at once
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    ok: bool
-    reason: str  # caught-up | once | stopped | suspended | data-loss | batch-failed | kafka-unavailable
-    message: str
-
-
-def describe_failures(results: list[ExecutorResult]) -> str:
-    parts = []
-    for r in results:
-        where = (
-            f" at {r.failed_at.topic}[{r.failed_at.partition}] offset {r.failed_at.offset}"
-            if r.failed_at
-            else ""
-        )
-        parts.append(f"executor {r.index}{where}: {r.error or 'failed without a message'}")
-    return "; ".join(parts)
 
 
 def lag_of(

@@ -26,7 +26,8 @@ from .core.spec import SpecError, StreamSpec, parse_spec
 from .core.state import StreamState
 from .core.status import apply_outcome, build_status, format_time, outcome_for_event, state_from_status
 from .core.work import executor_kafka_settings
-from .driver import Driver, Step
+from .driver import Driver
+from .outcomes import Step
 from .ports import DriverEvent, KafkaUnavailable, OffsetStoreUnavailable
 
 log = logging.getLogger(__name__)
