@@ -37,13 +37,15 @@ class OperatorProcess:
         self.namespaces = namespaces
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0  # /metrics off unless a test asks for it
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": self.kube.kubeconfig, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
         args = [str(VENV_BIN / "directstream-operator"), "--executor-image", "directstream/executor:test"]
         for ns in self.namespaces:
             args += ["--namespace", ns]
-        args += ["--liveness-port", "0", "--metrics-port", "0", "--log-format", "plain", "--verbose"]
+        args += ["--liveness-port", "0", "--metrics-port", str(self.metrics_port)]
+        args += ["--metrics-host", "127.0.0.1", "--log-format", "plain", "--verbose"]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -29,20 +29,17 @@ def free_port() -> int:
 
 
 class MetricsOperator(OperatorProcess):
-    """The operator fixture's process, serving /metrics on a free port (through the documented
-    environment variables, so the fixture itself stays as it is)."""
+    """The operator fixture's process, serving /metrics on a free port."""
 
-    port: int = 0
+    @property
+    def port(self) -> int:
+        return self.metrics_port
 
 
 @pytest.fixture
-def metrics_operator(
-    kube: Kube, crd: str, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[MetricsOperator]:
+def metrics_operator(kube: Kube, crd: str, namespace: str, tmp_path: Path) -> Iterator[MetricsOperator]:
     process = MetricsOperator(kube, [namespace], tmp_path / "operator.log")
-    process.port = free_port()
-    monkeypatch.setenv("DIRECTSTREAM_METRICS_PORT", str(process.port))
-    monkeypatch.setenv("DIRECTSTREAM_METRICS_HOST", "127.0.0.1")
+    process.metrics_port = free_port()
     process.start()
     try:
         yield process
