@@ -28,7 +28,12 @@ def produce(bootstrap: str, topic: str, count: int, partitions: int) -> None:
     for i in range(count):
         user = f"user-{rng.randrange(500)}"
         event = {"user": user, "page": rng.choice(PAGES), "n": i}
-        producer.produce(topic, key=user.encode(), value=json.dumps(event).encode())
+        while True:
+            try:
+                producer.produce(topic, key=user.encode(), value=json.dumps(event).encode())
+                break
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                producer.poll(0.5)
         if i % 5000 == 0:
             producer.poll(0)
     producer.flush(60)

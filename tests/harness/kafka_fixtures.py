@@ -67,7 +67,12 @@ class KafkaBroker:
         """Produce ``count`` records round-robin over ``partitions`` and wait for all acks."""
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all"})
         for i in range(count):
-            producer.produce(topic, value=value(i), key=key(i), partition=i % partitions)
+            while True:
+                try:
+                    producer.produce(topic, value=value(i), key=key(i), partition=i % partitions)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain, then retry
+                    producer.poll(0.5)
             if i % 10_000 == 0:
                 producer.poll(0)
         remaining = producer.flush(60)
