@@ -8,6 +8,7 @@ the executor image's pruned set (no kopf, no Kubernetes client).
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ONLY = {"kopf", "kubernetes", "pyyaml", "prometheus-client"}
+
+
+# uv as installed by `make install` (a module of the machine's Python), or on PATH.
+_UV_ON_PATH = shutil.which("uv")
+UV: tuple[str, ...] = (_UV_ON_PATH,) if _UV_ON_PATH else ("python3", "-m", "uv")
 
 
 def run(*args: str | Path, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -38,22 +44,22 @@ def executor_prunes() -> list[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    run("uv", "build", "--wheel", "--out-dir", out)
+    run(*UV, "build", "--wheel", "--out-dir", out)
     (built,) = out.glob("directstream-*.whl")
     return built
 
 
 def fresh_venv(where: Path, wheel: Path, requirements: Path) -> Path:
     venv = where / "venv"
-    run("uv", "venv", "--quiet", "--python", sys.executable, venv)
+    run(*UV, "venv", "--quiet", "--python", sys.executable, venv)
     target = f"--python={venv / 'bin' / 'python'}"
-    run("uv", "pip", "install", target, "--require-hashes", "--only-binary", ":all:", "-r", requirements)
-    run("uv", "pip", "install", target, "--no-deps", wheel)
+    run(*UV, "pip", "install", target, "--require-hashes", "--only-binary", ":all:", "-r", requirements)
+    run(*UV, "pip", "install", target, "--no-deps", wheel)
     return venv / "bin"
 
 
 def export(out: Path, *extra: str) -> Path:
-    run("uv", "export", "--frozen", "--no-dev", "--no-emit-project", "--quiet", "--output-file", out, *extra)
+    run(*UV, "export", "--frozen", "--no-dev", "--no-emit-project", "--quiet", "--output-file", out, *extra)
     return out
 
 
