@@ -70,9 +70,9 @@ def test_retries_failures_and_data_loss_are_counted_by_outcome(metrics: Operator
         "batch 4 attempt 1 failed, retrying the same ranges in 1.0s: executor 0 at t[1] offset 5: boom; "
         "executor 2: exited with code 1"
     )
-    record_event(metrics, NS, STREAM, "retrying", {"attempt": 2}, warning=True, message=retry)
+    record_event(metrics, NS, STREAM, "retrying", {"attempt": 2, "failures": 2}, warning=True, message=retry)
     failed = "batch 4 failed 3 time(s) (maxAttempts 3); committed offsets unchanged: executor 1: boom"
-    record_event(metrics, NS, STREAM, "failed", {}, warning=True, message=failed)
+    record_event(metrics, NS, STREAM, "failed", {"failures": 1}, warning=True, message=failed)
     record_event(metrics, NS, STREAM, "failed", {"reason": "DataLoss"}, warning=True, message="offsets lost")
     record_event(metrics, NS, STREAM, "data-loss", {"lost": 40}, warning=True, message="skipping")
     assert value(metrics, "directstream_batches_total", outcome="retried") == 1

@@ -283,7 +283,7 @@ class Driver:
                     f"batch {plan.batch_id} failed {attempts_here} time(s) (maxAttempts "
                     f"{self.spec.max_attempts}); committed offsets unchanged: {reason}"
                 )
-                self._emit("failed", message, plan.batch_id, warning=True)
+                self._emit("failed", message, plan.batch_id, warning=True, failures=len(failures))
                 raise BatchFailed(message, state)
             state = state.with_retry(reason)
             await self._store.save(state)
@@ -295,6 +295,7 @@ class Driver:
                 plan.batch_id,
                 warning=True,
                 attempt=attempt + 1,
+                failures=len(failures),
             )
             await asyncio.sleep(backoff)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,8 +43,6 @@ BATCH_OUTCOMES = ("committed", "failed", "retried", "data_loss")
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _STREAM = ("namespace", "stream")
 _PARTITION = ("namespace", "stream", "topic", "partition")
-# describe_failures() joins "executor N[ at t[p] offset o]: error" parts with "; ".
-_FAILED_EXECUTOR = re.compile(r"(?:^|: |; )executor \d+\b")
 
 
 class OperatorMetrics:
@@ -228,13 +225,13 @@ def record_event(
             metrics.batch_attempts.labels(*labels).set(_number(fields, "attempt"))
     elif event_kind == "retrying":
         metrics.batches.labels(*labels, "retried").inc()
-        metrics.executor_failures.labels(*labels).inc(_failed_executors(message))
+        metrics.executor_failures.labels(*labels).inc(_failed_executors(fields))
     elif event_kind == "failed":
         if fields.get("reason") == "DataLoss":  # onDataLoss: fail refused the batch; no executor ran
             metrics.batches.labels(*labels, "data_loss").inc()
         else:
             metrics.batches.labels(*labels, "failed").inc()
-            metrics.executor_failures.labels(*labels).inc(_failed_executors(message))
+            metrics.executor_failures.labels(*labels).inc(_failed_executors(fields))
     elif event_kind == "data-loss":  # onDataLoss: earliest skipped the lost offsets
         metrics.batches.labels(*labels, "data_loss").inc()
         metrics.data_loss_skipped.labels(*labels).inc(_number(fields, "lost"))
@@ -291,9 +288,9 @@ def _number(fields: Mapping[str, Any], key: str) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def _failed_executors(message: str) -> int:
-    """How many executors a retrying/failed event names (at least one failed)."""
-    return max(1, len(_FAILED_EXECUTOR.findall(message)))
+def _failed_executors(fields: Mapping[str, object]) -> int:
+    """How many executors failed the attempt (the driver's ``failures``; at least one)."""
+    return max(1, int(_number(fields, "failures")))
 
 
 def _remove(metric: Counter | Gauge | Histogram, *labels: object) -> None:
