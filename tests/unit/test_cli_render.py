@@ -1,0 +1,44 @@
+"""The CLI's progress output: a live line on a terminal, plain lines elsewhere."""
+
+import io
+
+from directstream.operator.cli_render import ProgressPrinter, table
+from directstream.operator.ports import DriverEvent
+
+
+def committed(batch: int, records: int) -> DriverEvent:
+    message = f"batch {batch} committed: {records} records in 0.50s, lag 0"
+    return DriverEvent("committed", message, batch, fields={"records": records, "seconds": 0.5, "lag": 0})
+
+
+def test_a_terminal_gets_one_live_line_and_warnings_above_it():
+    out = io.StringIO()
+    printer = ProgressPrinter(out, live=True)
+    printer(DriverEvent("planned", "batch 1: 2 ranges, 100 offsets", 1, fields={"offsets": 100}))
+    printer(committed(1, 100))
+    printer(DriverEvent("retrying", "batch 2 attempt 1 failed", 2, warning=True))
+    printer.close()
+    text = out.getvalue()
+    assert text.count("\r\x1b[K") >= 3, "the status line is rewritten in place"
+    assert "batch 1: planned 100 offsets" in text
+    assert "1 batches, 100 records" in text and "lag 0" in text
+    assert "WARNING batch 2 attempt 1 failed\n" in text
+    assert text.endswith("\n")
+
+
+def test_plain_output_has_one_line_per_event_and_collapses_idle_ticks():
+    out = io.StringIO()
+    printer = ProgressPrinter(out, live=False)
+    printer(committed(1, 1000))
+    for _ in range(5):
+        printer(DriverEvent("idle", "no new records", fields={"lag": 0}))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "batch 1 committed: 1000 records" in lines[0] and "(2,000 records/s)" in lines[0]
+    assert lines[1].endswith("no new records")
+    assert "\x1b" not in out.getvalue()
+
+
+def test_tables_align_numbers_right():
+    text = table(["NAME", "RECORDS"], [["a", 5], ["bb", 1234567]])
+    assert text.splitlines() == ["NAME  RECORDS", "a             5", "bb    1,234,567"]
