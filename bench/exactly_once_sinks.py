@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, Producer, TopicPartition
+from backlog import make_backlog
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from directstream.executor.contract import KafkaClientSettings, OffsetRange, ProcessorSettings, WorkUnit
@@ -37,25 +37,7 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> str:
 
 
 def prepare(bootstrap: str, records: int, size: int, partitions: int) -> list[OffsetRange]:
-    topic = create_topic(bootstrap, f"bench-eos-{uuid.uuid4().hex[:8]}", partitions)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
-    value = b"v" * size
-    for i in range(records):
-        while True:
-            try:
-                producer.produce(topic, key=b"%d" % i, value=value, partition=i % partitions)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(120) == 0
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench"})
-    ranges = []
-    for partition in range(partitions):
-        low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        ranges.append(OffsetRange(topic, partition, low, high))
-    probe.close()
-    print(f"backlog: {records} records of {size} bytes in {topic} ({partitions} partitions)")
-    return ranges
+    return make_backlog(bootstrap, "bench-eos", records, size, partitions, keyed=True)
 
 
 def measure(

@@ -14,10 +14,9 @@ import argparse
 import os
 import statistics
 import time
-import uuid
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from backlog import make_backlog
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from directstream.executor.contract import KafkaClientSettings, OffsetRange, ProcessorSettings, WorkUnit
 from directstream.executor.processors import CountProcessor
@@ -26,29 +25,7 @@ from directstream.executor.runner import run_unit
 
 
 def prepare(bootstrap: str, records: int, size: int, partitions: int) -> list[OffsetRange]:
-    topic = f"bench-executor-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        future.result(timeout=30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
-    value = b"v" * size
-    started = time.monotonic()
-    for i in range(records):
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=i % partitions)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(120) == 0
-    print(f"produced {records} records of {size} bytes to {topic} in {time.monotonic() - started:.1f}s")
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench"})
-    ranges = []
-    for partition in range(partitions):
-        low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        ranges.append(OffsetRange(topic, partition, low, high))
-    probe.close()
-    return ranges
+    return make_backlog(bootstrap, "bench-executor", records, size, partitions)
 
 
 def bare_loop(unit: WorkUnit, chunk_size: int) -> int:

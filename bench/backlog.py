@@ -1,0 +1,42 @@
+"""A backlog of records to benchmark against (shared by the benchmark scripts in this folder)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from directstream.executor.contract import OffsetRange
+
+
+def make_backlog(
+    bootstrap: str, prefix: str, records: int, size: int, partitions: int, keyed: bool = False
+) -> list[OffsetRange]:
+    """Create a fresh topic, produce ``records`` records of ``size`` bytes round-robin over
+    ``partitions``, and return the full range of every partition."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(timeout=30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
+    value = b"v" * size
+    started = time.monotonic()
+    for i in range(records):
+        key = b"%d" % i if keyed else None
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, partition=i % partitions)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain
+                producer.poll(0.05)
+    assert producer.flush(120) == 0
+    print(f"produced {records} records of {size} bytes to {topic} in {time.monotonic() - started:.1f}s")
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench"})
+    ranges = []
+    for partition in range(partitions):
+        low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        ranges.append(OffsetRange(topic, partition, low, high))
+    probe.close()
+    return ranges
