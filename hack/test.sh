@@ -3,6 +3,9 @@
 # servers when they are not up, and stop what they started.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+# Slow one-time downloads and builds happen here, before pytest's per-test timeouts apply.
+bash "$ROOT/hack/kafka.sh" fetch
+bash "$ROOT/hack/cluster.sh" build
 set +e
 "$ROOT/.venv/bin/python" -m pytest -q "$@"
 code=$?
