@@ -35,7 +35,7 @@ OPERATOR_RULES = {
     ("directstream.io", "directstreams/status"): ["patch"],
     ("directstream.io", "directstreams/finalizers"): ["update"],
     ("batch", "jobs"): ["get", "list", "watch", "create", "delete"],
-    ("", "pods"): ["list"],
+    ("", "pods"): ["list", "watch"],
     ("", "secrets"): ["get"],
     ("", "events"): ["create"],
 }

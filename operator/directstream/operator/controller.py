@@ -11,15 +11,13 @@ import kopf
 
 from .adapters.kafka import KafkaOffsets
 from .adapters.kube import GROUP, PLURAL, VERSION, AsyncKubeApi, KubeApi, load_client_config
+from .core.manifests import ANNOTATION_STREAM, LABEL_STREAM, MANAGED_BY
 from .core.spec import SpecError, parse_spec
 from .metrics import OperatorMetrics
 from .ports import KafkaUnavailable
 from .stream_runner import StreamContext, StreamRunner
 
 log = logging.getLogger(__name__)
-
-STREAM_LABEL = "directstream.io/stream"
-MANAGED_BY = "directstream-operator"  # the app.kubernetes.io/managed-by of executor Jobs
 
 
 class Wakeups:
@@ -102,8 +100,25 @@ def spec_changed(*, name: str, namespace: str | None, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def job_changed(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    WAKEUPS.wake(namespace, labels.get(STREAM_LABEL))
+def job_changed(
+    *, namespace: str | None, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any
+) -> None:
+    WAKEUPS.wake(namespace, stream_of(labels, annotations))
+
+
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+def executor_pod_changed(
+    *, namespace: str | None, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any
+) -> None:
+    # The Job controller batches pod updates for about a second before the Job's status moves;
+    # a finished executor pod already holds its result, so the stream reads it at once.
+    WAKEUPS.wake(namespace, stream_of(labels, annotations))
+
+
+def stream_of(labels: kopf.Labels, annotations: kopf.Annotations) -> str | None:
+    """The stream an executor Job or pod belongs to (the annotation has the full name when the
+    label value had to be shortened)."""
+    return annotations.get(ANNOTATION_STREAM) or labels.get(LABEL_STREAM)
 
 
 def _wants_group_deleted(spec: kopf.Spec, **_: Any) -> bool:

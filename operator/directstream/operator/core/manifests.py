@@ -46,6 +46,7 @@ __all__ = [
     "LABEL_ATTEMPT",
     "LABEL_BATCH",
     "LABEL_STREAM",
+    "MANAGED_BY",
     "MAX_JOB_NAME_LENGTH",
     "MAX_WORK_UNITS_ENV_BYTES",
     "ManifestError",
@@ -63,6 +64,7 @@ __all__ = [
 LABEL_STREAM = "directstream.io/stream"
 LABEL_BATCH = "directstream.io/batch"
 LABEL_ATTEMPT = "directstream.io/attempt"
+MANAGED_BY = "directstream-operator"  # app.kubernetes.io/managed-by of everything the operator creates
 ANNOTATION_STREAM = "directstream.io/stream"  # the full name, when the label had to be shortened
 ANNOTATION_BATCH = "directstream.io/batch"
 ANNOTATION_ATTEMPT = "directstream.io/attempt"
@@ -153,7 +155,7 @@ def stream_labels(stream_name: str) -> dict[str, str]:
         "app.kubernetes.io/name": "directstream",
         "app.kubernetes.io/instance": value,
         "app.kubernetes.io/component": "executor",
-        "app.kubernetes.io/managed-by": "directstream-operator",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_STREAM: value,
     }
 
