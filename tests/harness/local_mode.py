@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -86,3 +90,48 @@ def state_file(state_dir: Path) -> dict[str, Any]:
 def state_committed(state_dir: Path) -> dict[tuple[str, int], int]:
     committed = state_file(state_dir)["committed"]
     return {(t, int(p)): o for t, parts in committed.items() for p, o in parts.items()}
+
+
+def run_with_kills(
+    manifest: Path,
+    state: Path,
+    cwd: Path,
+    *,
+    kills: int,
+    seed: int,
+    env: dict[str, str] | None = None,
+    max_pause: float = 0.5,
+) -> tuple[int, str]:
+    """``run --until-caught-up`` while executors are SIGKILLed at random moments (at most
+    ``kills``); asserts the run still succeeds and returns the kills made and the run's stderr."""
+    driver = subprocess.Popen(
+        [*CLI, "run", str(manifest), "--until-caught-up", "--state-dir", str(state)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    done = 0
+    rng = random.Random(seed)
+
+    def killer() -> None:
+        nonlocal done
+        while driver.poll() is None and done < kills:
+            time.sleep(rng.uniform(0.05, max_pause))
+            found = subprocess.run(
+                ["pgrep", "-f", f"directstream.executor --work-unit {state}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            if found:
+                os.kill(int(rng.choice(found)), signal.SIGKILL)
+                done += 1
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    _, stderr = driver.communicate(timeout=300)
+    thread.join()
+    assert driver.returncode == 0, stderr
+    return done, stderr

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tests.harness.local_mode import (
     jsonl_offsets,
     jsonl_ranges,
     latest_offsets,
+    run_with_kills,
     state_committed,
     state_file,
     write_stream,
@@ -104,35 +103,7 @@ def test_executors_killed_at_random_points_still_give_exactly_once(kafka: KafkaB
             executors={"max": 3, "maxRecords": 1000},
         ),
     )
-    driver = subprocess.Popen(
-        [*CLI, "run", str(manifest), "--until-caught-up", "--state-dir", str(state)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    kills = 0
-    rng = random.Random(11)
-
-    def killer() -> None:
-        nonlocal kills
-        while driver.poll() is None and kills < 6:
-            time.sleep(rng.uniform(0.05, 0.6))
-            found = subprocess.run(
-                ["pgrep", "-f", f"directstream.executor --work-unit {state}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            if found:
-                os.kill(int(rng.choice(found)), signal.SIGKILL)
-                kills += 1
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    _, stderr = driver.communicate(timeout=300)
-    thread.join()
-    assert driver.returncode == 0, stderr
+    kills, stderr = run_with_kills(manifest, state, tmp_path, kills=6, seed=11, max_pause=0.6)
     assert kills >= 3, f"only {kills} executors were killed; the test did not exercise retries"
     assert "retrying the same ranges" in stderr
     latest = latest_offsets(kafka.bootstrap, topic_name)
