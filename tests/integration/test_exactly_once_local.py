@@ -5,10 +5,8 @@ Kafka with transactions."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,44 +16,16 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.harness.kafka_fixtures import KafkaBroker
-from tests.harness.local_mode import CLI, group_offsets, latest_offsets, state_committed, write_stream
+from tests.harness.local_mode import (
+    CLI,
+    group_offsets,
+    latest_offsets,
+    run_with_kills,
+    state_committed,
+    write_stream,
+)
 
 pytestmark = pytest.mark.kafka
-
-
-def run_with_kills(manifest: Path, state: Path, cwd: Path, env: dict[str, str], kills: int, seed: int) -> int:
-    """``run --until-caught-up`` while executors are SIGKILLed at random; returns the kills."""
-    driver = subprocess.Popen(
-        [*CLI, "run", str(manifest), "--until-caught-up", "--state-dir", str(state)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    done = 0
-    rng = random.Random(seed)
-
-    def killer() -> None:
-        nonlocal done
-        while driver.poll() is None and done < kills:
-            time.sleep(rng.uniform(0.05, 0.5))
-            found = subprocess.run(
-                ["pgrep", "-f", f"directstream.executor --work-unit {state}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            if found:
-                os.kill(int(rng.choice(found)), signal.SIGKILL)
-                done += 1
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    _, stderr = driver.communicate(timeout=300)
-    thread.join()
-    assert driver.returncode == 0, stderr
-    return done
 
 
 @pytest.mark.postgres
@@ -68,8 +38,8 @@ def test_postgres_offsets_with_results_survive_killed_executors_and_driver(
         "topics": [topic_name],
         "batchInterval": "200ms",
         "maxAttempts": 20,
-        "rate": {"maxPerPartition": 2_500},
-        "executors": {"max": 3, "maxRecords": 250},
+        "rate": {"maxPerPartition": 1_000},  # 200 per partition per batch: a run long enough to kill into
+        "executors": {"max": 3, "maxRecords": 100},
         "offsets": {"store": "postgres"},
         "processor": {
             "sink": "postgres",
@@ -91,7 +61,7 @@ def test_postgres_offsets_with_results_survive_killed_executors_and_driver(
     time.sleep(2.5)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    kills = run_with_kills(manifest, state, tmp_path, env, kills=6, seed=5)
+    kills, _ = run_with_kills(manifest, state, tmp_path, env=env, kills=6, seed=5)
     assert kills >= 3
 
     latest = latest_offsets(kafka.bootstrap, topic_name)
@@ -162,7 +132,7 @@ def test_kafka_to_kafka_transactions_survive_killed_executors(
         "processor": {"sink": "kafka", "options": {"topic": output, "transactional": True}},
     }
     manifest = write_stream(tmp_path / "s.yaml", "txcopy", kafka.bootstrap, spec)
-    kills = run_with_kills(manifest, tmp_path / "state", tmp_path, dict(os.environ), kills=5, seed=9)
+    kills, _ = run_with_kills(manifest, tmp_path / "state", tmp_path, kills=5, seed=9)
     assert kills >= 2
 
     consumer = Consumer(

@@ -97,11 +97,7 @@ class Driver:
         state = await self._store.load()
         if self._external is not None:
             state = await self._adopt_external(state)
-        group = {
-            tp: offset
-            for tp, offset in (await self._offsets.committed(self.spec.group_id)).items()
-            if self.spec.matches_topic(tp[0])
-        }
+        group = await self._offsets.committed(self.spec.group_id)  # the stream's partitions only
         if state.is_new:
             if group:
                 self._emit("started", f"resuming from the offsets of consumer group {self.spec.group_id}")

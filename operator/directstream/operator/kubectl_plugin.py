@@ -272,8 +272,7 @@ async def next_plan(spec: StreamSpec, state: StreamState, offsets: KafkaOffsets)
     port = KafkaOffsetsPort(offsets)
     note = "next"
     if state.is_new:  # as Driver.load_state, without putting a drifted group right
-        group = await port.committed(spec.group_id)
-        state = replace(state, committed={tp: o for tp, o in group.items() if spec.matches_topic(tp[0])})
+        state = replace(state, committed=await port.committed(spec.group_id))
     if spec.reset is not None and spec.reset.id != state.applied_reset:
         tps = await port.partitions()
         marks = await port.watermarks(tps)

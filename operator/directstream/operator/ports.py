@@ -28,7 +28,8 @@ class OffsetsPort(Protocol):
         self, tps: list[TopicPartition], timestamp_ms: int
     ) -> dict[TopicPartition, int]: ...
     async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None: ...
-    async def committed(self, group: str) -> dict[TopicPartition, int]: ...
+    async def committed(self, group: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets for the partitions the stream reads now."""
 
 
 class ExternalOffsetsPort(Protocol):

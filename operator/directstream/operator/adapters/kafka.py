@@ -11,9 +11,10 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import (
+    Consumer,
     ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
@@ -38,6 +39,7 @@ def client_config(spec: StreamSpec, secret_config: Mapping[str, str] | None = No
 
 
 RETRIES = 5
+T = TypeVar("T")
 # Errors a broker returns while leadership or a coordinator settles (e.g. a new topic).
 TRANSIENT = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -60,25 +62,37 @@ def _wait(futures: Mapping[Any, Future[Any]], what: str) -> dict[Any, Any]:
         try:
             results[key] = future.result(timeout=REQUEST_TIMEOUT_S)
         except KafkaException as exc:
-            error = exc.args[0]
-            if error.retriable() or error.code() in TRANSIENT:
-                raise _Retriable(f"{what} failed for {key}: {error}") from exc
-            raise KafkaUnavailable(f"{what} failed for {key}: {error}") from exc
+            if _transient(exc):
+                raise _Retriable(f"{what} failed for {key}: {exc.args[0]}") from exc
+            raise KafkaUnavailable(f"{what} failed for {key}: {exc.args[0]}") from exc
         except TimeoutError as exc:
             raise KafkaUnavailable(f"{what} timed out after {REQUEST_TIMEOUT_S:.0f}s") from exc
     return results
 
 
-def _with_retries(request: Callable[[], Mapping[Any, Future[Any]]], what: str) -> dict[Any, Any]:
-    """Send ``request`` and wait, again with backoff while the broker says "retriable"."""
+def _transient(exc: KafkaException) -> bool:
+    error = exc.args[0]
+    return bool(error.retriable() or error.code() in TRANSIENT)
+
+
+def _retrying(call: Callable[[], T], what: str) -> T:
+    """``call()``, again with backoff while the broker says "retriable"."""
     for attempt in range(RETRIES):
         try:
-            return _wait(request(), what)
+            return call()
         except _Retriable as exc:
             if attempt == RETRIES - 1:
                 raise KafkaUnavailable(str(exc)) from exc
-            time.sleep(0.25 * 2**attempt)
+        except KafkaException as exc:
+            if not _transient(exc) or attempt == RETRIES - 1:
+                raise KafkaUnavailable(f"{what}: {exc.args[0]}") from exc
+        time.sleep(0.25 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _with_retries(request: Callable[[], Mapping[Any, Future[Any]]], what: str) -> dict[Any, Any]:
+    """Send ``request`` and wait for every answer, again while the broker says "retriable"."""
+    return _retrying(lambda: _wait(request(), what), what)
 
 
 class KafkaOffsets:
@@ -87,7 +101,8 @@ class KafkaOffsets:
     def __init__(self, spec: StreamSpec, secret_config: Mapping[str, str] | None = None) -> None:
         self._spec = spec
         self._bootstrap = spec.kafka.bootstrap_servers
-        self._admin = AdminClient(client_config(spec, secret_config))
+        self._config = client_config(spec, secret_config)
+        self._admin = AdminClient(self._config)
         self._isolation = (
             IsolationLevel.READ_COMMITTED
             if spec.kafka.isolation_level == "read_committed"
@@ -170,19 +185,26 @@ class KafkaOffsets:
                 )
 
     def committed(self, group: str) -> dict[TopicPartitionKey, int]:
-        """The group's committed offsets (partitions without a commit are omitted)."""
-        results = _with_retries(
-            lambda: self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
-            ),
-            f"reading offsets of group {group} at {self._bootstrap}",
-        )
-        out: dict[TopicPartitionKey, int] = {}
-        for result in results.values():
-            for tp in result.topic_partitions:
-                if tp.error is None and tp.offset >= 0:
-                    out[(tp.topic, tp.partition)] = tp.offset
-        return out
+        """The group's committed offsets for the partitions the stream reads now (partitions
+        without a commit are omitted).
+
+        Read through a consumer of the group that never subscribes (so never joins it), not
+        the admin API: librdkafka's admin ListConsumerGroupOffsets crashes the process (NULL
+        group handle in rd_kafka_handle_OffsetFetch) when the coordinator answers "loading",
+        as a freshly started broker does.
+        """
+        partitions = [TopicPartition(t, p) for t, p in self.partitions()]
+        if not partitions:
+            return {}
+        consumer = Consumer({**self._config, "group.id": group, "enable.auto.commit": False})
+        try:
+            found = _retrying(
+                lambda: consumer.committed(partitions, timeout=REQUEST_TIMEOUT_S),
+                f"reading offsets of group {group} at {self._bootstrap}",
+            )
+        finally:
+            consumer.close()
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
     def delete_group(self, group: str) -> None:
         """Delete the consumer group (``spec.deleteConsumerGroup``); a missing group is fine."""
