@@ -100,7 +100,7 @@ def test_minimal_manifest_gets_every_default() -> None:
     assert s.kafka.config_from_secret is None
     assert s.topics == ("clicks",)
     assert s.topic_pattern is None
-    assert s.group_id == "clicks" == s.effective_group_id
+    assert s.group_id == "clicks"
     assert s.starting_offsets.kind == "earliest"
     assert s.starting_offsets.timestamp_ms is None
     assert s.starting_offsets.offsets == {}

@@ -27,7 +27,6 @@ from directstream.operator.core.status import (
     outcome_for_event,
     set_condition,
     state_from_status,
-    status_merge_patch,
 )
 from directstream.operator.ports import EventKind
 
@@ -219,46 +218,6 @@ def test_format_time() -> None:
 
 
 # -- merge patches ---------------------------------------------------------------------------
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies it."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
-def test_merge_patch_removes_stale_plan_offsets() -> None:
-    old = {"pending": {"batch": 1, "from": {"t": {"3": 5}}, "until": {"t": {"3": 9}}}, "phase": "Running"}
-    new = {"pending": {"batch": 2, "from": {}, "until": {"t": {"3": 12}}}, "phase": "Running"}
-    patch = status_merge_patch(old, new)
-    assert patch == {"pending": {"batch": 2, "from": {"t": None}, "until": {"t": {"3": 12}}}}
-    assert apply_merge_patch(old, patch) == new
-
-
-json_values = st.recursive(
-    st.integers(0, 5) | st.text(max_size=3) | st.booleans(),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-json_objects = st.dictionaries(st.text(max_size=3), json_values, max_size=5)
-
-
-@settings(max_examples=300, deadline=None)
-@given(json_objects, json_objects)
-def test_merge_patch_takes_old_to_new(old: dict[str, Any], new: dict[str, Any]) -> None:
-    assert apply_merge_patch(old, status_merge_patch(old, new)) == new
-
-
-# -- driver events ---------------------------------------------------------------------------
 
 
 def test_every_driver_event_kind_has_a_meaning() -> None:

@@ -66,17 +66,6 @@ class KubeApi:
         except ApiException as exc:
             raise _describe(exc, f"writing the status of DirectStream {namespace}/{name}") from exc
 
-    def get_stream(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _describe(exc, f"reading DirectStream {namespace}/{name}") from exc
-        return obj
-
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             job = self._batch.read_namespaced_job(name, namespace)
@@ -133,9 +122,6 @@ class AsyncKubeApi:
 
     async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await asyncio.to_thread(self.sync.replace_status, namespace, name, status)
-
-    async def get_stream(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.sync.get_stream, namespace, name)
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.sync.get_job, namespace, name)

@@ -173,11 +173,6 @@ class StreamSpec:
     # "postgres" (the postgres sink's offsets table, stored with the results; mirrored to both).
     offset_store: OffsetStore = "kafka"
 
-    @property
-    def effective_group_id(self) -> str:
-        """The Kafka consumer group: ``groupId``, else the stream's name (``parse_spec`` fills it in)."""
-        return self.group_id or self.name
-
     def matches_topic(self, topic: str) -> bool:
         """Whether ``topic`` belongs to this stream: listed in ``topics``, or matched by ``topicPattern``.
 

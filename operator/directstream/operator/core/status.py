@@ -2,8 +2,7 @@
 
 - ``set_condition``: Ready / Progressing / Degraded with reason, message, observedGeneration and a
   ``lastTransitionTime`` that moves only when the condition's status changes.
-- ``build_status`` / ``state_from_status``: the stream state in the resource's status and back;
-  ``status_merge_patch`` turns a new status into a merge patch that also removes stale keys.
+- ``build_status`` / ``state_from_status``: the stream state in the resource's status and back.
 - ``outcome_for_event``: what a driver event means for the conditions, the phase and the
   Kubernetes Event to record. Driver events arrive as plain strings (kind, message, warning):
   the core does not import the driver's ports.
@@ -37,7 +36,6 @@ __all__ = [
     "outcome_for_event",
     "set_condition",
     "state_from_status",
-    "status_merge_patch",
 ]
 
 Phase = Literal["Pending", "Running", "Suspended", "Completed", "Failed"]
@@ -205,26 +203,6 @@ def state_from_status(status: Mapping[str, Any] | None) -> StreamState:
         return StreamState.from_json(doc)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the status holds a malformed stream state: {exc!r}") from exc
-
-
-def status_merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch (RFC 7386) taking ``old`` to ``new``: keys absent from ``new`` become
-    ``None`` so that, say, a recorded plan's ``from`` offsets do not linger into the next plan.
-    Lists and scalars are replaced whole; unchanged keys are left out."""
-    patch: dict[str, Any] = {}
-    previous = old or {}
-    for key in previous:
-        if key not in new:
-            patch[key] = None
-    for key, value in new.items():
-        before = previous.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            nested = status_merge_patch(before, value)
-            if nested:
-                patch[key] = nested
-        elif key not in previous or before != value:
-            patch[key] = dict(value) if isinstance(value, Mapping) else value
-    return patch
 
 
 # -- driver events ---------------------------------------------------------------------------
