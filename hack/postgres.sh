@@ -13,6 +13,11 @@ source "$(dirname "$0")/lib.sh"
 PG_VERSION="${PG_VERSION:-15}"
 PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
 STATE="$DEV/postgres"
+if [ "$(id -u)" = 0 ]; then
+  # The server runs as the postgres user, who may not traverse the checkout's parents (a
+  # mktemp -d folder is 0700): keep this checkout's cluster under /var/tmp instead.
+  STATE="/var/tmp/directstream-postgres-$(printf %s "$ROOT" | sha256sum | cut -c1-12)"
+fi
 PORT_FILE="$STATE/port"
 DATA="$STATE/data"
 SOCKETS="$STATE/sockets"
