@@ -29,6 +29,18 @@ directstream.spec.<field>` shows the same text on a cluster.
 """
 
 
+# Fields holding a Kubernetes type: named by it rather than expanded (kubectl explain has every field).
+KUBERNETES_TYPES = {
+    "spec.executors.env": "list of core/v1 EnvVar",
+    "spec.executors.tolerations": "list of core/v1 Toleration",
+    "spec.executors.securityContext": "core/v1 PodSecurityContext",
+    "spec.executors.containerSecurityContext": "core/v1 SecurityContext",
+    "spec.executors.volumes": "list of core/v1 Volume",
+    "spec.executors.volumeMounts": "list of core/v1 VolumeMount",
+    "spec.executors.affinity": "core/v1 Affinity",
+}
+
+
 def kind(node: dict[str, Any]) -> str:
     if node.get("x-kubernetes-int-or-string"):
         return "int or string"
@@ -49,8 +61,8 @@ def rows(node: dict[str, Any], path: str) -> list[str]:
             "" if "default" not in child or child["default"] == {} else f"`{json.dumps(child['default'])}`"
         )
         text = " ".join(str(child.get("description", "")).split()).replace("|", "\\|")
-        out.append(f"| `{here}` | {kind(child)} | {default} | {text} |")
-        if child.get("type") == "object" and "properties" in child:
+        out.append(f"| `{here}` | {KUBERNETES_TYPES.get(here) or kind(child)} | {default} | {text} |")
+        if child.get("type") == "object" and "properties" in child and here not in KUBERNETES_TYPES:
             out.extend(rows(child, here))
     return out
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from directstream.operator.core.executor_pod import DEFAULT_EXECUTOR_REPOSITORY
 from directstream.operator.operator_main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +89,8 @@ def test_every_flag_the_deployment_passes_exists_in_the_operator_cli():
     known = {option for action in build_parser()._actions for option in action.option_strings}
     assert {"--namespace", "--all-namespaces", "--executor-image", "--liveness-port"} <= passed
     assert passed - known == set()
+
+
+def test_the_charts_executor_repository_is_the_operators_default():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["executors"]["image"]["repository"] == DEFAULT_EXECUTOR_REPOSITORY

@@ -55,6 +55,8 @@ FREE_FORM = {
     "spec.executors.env",
     "spec.executors.tolerations",
     "spec.executors.securityContext",
+    "spec.executors.containerSecurityContext",
+    "spec.executors.affinity",
     "spec.processor.options",
 }
 
@@ -150,7 +152,20 @@ SAMPLES: dict[str, Any] = {
     "spec.executors.timeout": 900,
     "spec.executors.pendingTimeout": "0.25",
     "spec.executors.resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": 1}},
-    "spec.executors.securityContext": {"runAsNonRoot": True},
+    "spec.executors.securityContext": {"runAsNonRoot": True, "fsGroup": 2000},
+    "spec.executors.containerSecurityContext": {"readOnlyRootFilesystem": False, "privileged": False},
+    "spec.executors.volumes": [
+        {"name": "out", "persistentVolumeClaim": {"claimName": "clicks-out"}},
+        {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
+    ],
+    "spec.executors.volumeMounts": [
+        {"name": "out", "mountPath": "/d"},
+        {"name": "cache", "mountPath": "/cache", "readOnly": False},
+    ],
+    "spec.executors.podLabels": {"team": "ads", "example.com/tier": "batch"},
+    "spec.executors.podAnnotations": {"sidecar.istio.io/inject": "false"},
+    "spec.executors.priorityClassName": "batch-low",
+    "spec.executors.affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
     "spec.processor.options": {
         "entryPoint": "shop.handlers:on_batch",
         "directory": "/d",
@@ -250,6 +265,15 @@ NO_DEFAULT = {
     "spec.executors.nodeSelector",
     "spec.executors.tolerations",
     "spec.executors.securityContext",
+    "spec.executors.containerSecurityContext",
+    "spec.executors.volumes",
+    "spec.executors.volumeMounts",
+    "spec.executors.podLabels",
+    "spec.executors.podAnnotations",
+    "spec.executors.priorityClassName",
+    "spec.executors.imagePullPolicy",
+    "spec.executors.imagePullSecrets",
+    "spec.executors.affinity",
     "spec.processor.options",
     "spec.reset",
 }

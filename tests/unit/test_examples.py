@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
+from directstream.operator.core.executor_pod import cluster_spec_problems
 from directstream.operator.core.spec import API_VERSION, KIND, StreamSpec, parse_stream
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
 # Kinds an example may carry besides DirectStream (what a user applies alongside it).
-COMPANION_KINDS = {("v1", "Secret")}
+COMPANION_KINDS = {("v1", "Secret"), ("v1", "PersistentVolumeClaim")}
+LOCAL_ONLY = {"local-demo.yaml"}  # `make demo` runs it with `directstream run`; no cluster
 
 
 def example_params() -> list[Any]:
@@ -59,11 +61,22 @@ def test_example_parses(path: Path) -> None:
     assert path.read_text().lstrip().startswith("#"), f"{path.name} should open with a comment"
     for stream in streams:
         assert stream.kafka.bootstrap_servers
+        if path.name not in LOCAL_ONLY:
+            # What the operator would refuse (a jsonl directory on no volume) has no place in an example.
+            assert cluster_spec_problems(stream) == []
 
 
 def test_the_examples_show_what_their_names_promise() -> None:
     by_name = {path.name: parse_example(path)[0] for path in EXAMPLES}
-    assert by_name["jsonl.yaml"].processor.sink == "jsonl"
+    jsonl = by_name["jsonl.yaml"]
+    assert jsonl.processor.sink == "jsonl"
+    # Its files go to the PersistentVolumeClaim the example creates.
+    claim = next(
+        d for d in load_documents(EXAMPLES_DIR / "jsonl.yaml") if d["kind"] == "PersistentVolumeClaim"
+    )
+    (volume,) = jsonl.executors.volumes
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
     kafka = by_name["kafka-to-kafka.yaml"].processor
     assert kafka.sink == "kafka" and kafka.options.get("transactional") is True
     assert by_name["from-timestamp.yaml"].starting_offsets.kind == "timestamp"

@@ -20,6 +20,10 @@ from directstream.executor.contract import (
     ProcessorSettings,
     WorkUnit,
 )
+from directstream.operator.core.executor_pod import (
+    DEFAULT_CONTAINER_SECURITY_CONTEXT,
+    DEFAULT_POD_SECURITY_CONTEXT,
+)
 from directstream.operator.core.job_results import parse_executor_results, read_job_progress
 from directstream.operator.core.manifests import (
     JOB_TTL_SECONDS,
@@ -190,15 +194,22 @@ def test_job_shape() -> None:
     pod = template["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
-    for absent in ("serviceAccountName", "nodeSelector", "tolerations", "securityContext"):
+    for absent in ("serviceAccountName", "nodeSelector", "tolerations", "priorityClassName", "affinity"):
         assert absent not in pod
+    # Restricted by default (tests/unit/test_executor_pod.py has the details).
+    assert pod["securityContext"] == DEFAULT_POD_SECURITY_CONTEXT
+    assert pod["volumes"] == [{"name": "directstream-tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     container = container_of(job)
     assert container["name"] == "executor"
     assert container["command"] == ["directstream-executor"]
     assert container["image"] == "directstream:default"
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["securityContext"] == DEFAULT_CONTAINER_SECURITY_CONTEXT
+    assert container["volumeMounts"] == [{"name": "directstream-tmp", "mountPath": "/tmp"}]
+    assert "imagePullPolicy" not in container
     env = {entry["name"]: entry for entry in container["env"]}
+    assert env["TMPDIR"] == {"name": "TMPDIR", "value": "/tmp"}
     assert container["env"][0]["name"] == "DIRECTSTREAM_WORK_UNITS"
     listed = json.loads(env["DIRECTSTREAM_WORK_UNITS"]["value"])
     assert [WorkUnit.from_json(doc) for doc in listed] == units
@@ -215,7 +226,8 @@ def test_pod_settings_pass_through() -> None:
         service_account_name="executors",
         node_selector={"pool": "batch"},
         tolerations=({"key": "batch", "operator": "Exists"},),
-        security_context={"runAsNonRoot": True, "readOnlyRootFilesystem": True, "fsGroup": 2000},
+        security_context={"runAsUser": 1000, "fsGroup": 2000},
+        container_security_context={"readOnlyRootFilesystem": False},
     )
     job = build(replace(SPEC, executors=executors))
     pod = job["spec"]["template"]["spec"]
@@ -226,10 +238,13 @@ def test_pod_settings_pass_through() -> None:
     assert pod["automountServiceAccountToken"] is False
     assert pod["nodeSelector"] == {"pool": "batch"}
     assert pod["tolerations"] == [{"key": "batch", "operator": "Exists"}]
-    assert container["securityContext"] == {"runAsNonRoot": True, "readOnlyRootFilesystem": True}
-    assert pod["securityContext"] == {"fsGroup": 2000}
+    assert container["securityContext"] == {
+        **DEFAULT_CONTAINER_SECURITY_CONTEXT,
+        "readOnlyRootFilesystem": False,
+    }
+    assert pod["securityContext"] == {**DEFAULT_POD_SECURITY_CONTEXT, "runAsUser": 1000, "fsGroup": 2000}
     names = [entry["name"] for entry in container["env"]]
-    assert names[-2:] == ["TZ", "DIRECTSTREAM_STALL_TIMEOUT"]  # the user's env comes after ours
+    assert names[-3:] == ["TZ", "DIRECTSTREAM_STALL_TIMEOUT", "TMPDIR"]  # the user's env comes after ours
     assert names[0] == "DIRECTSTREAM_WORK_UNITS"
 
 

@@ -1,22 +1,29 @@
 """``directstream-operator``: the controller that drives DirectStreams on Kubernetes.
 
 directstream-operator [--namespace NS ... | --all-namespaces] [--executor-image IMAGE]
-                      [--liveness-port PORT] [--metrics-port PORT] [--metrics-host HOST]
-                      [--log-format json|plain] [--verbose]
+                      [--executor-repository REPOSITORY] [--liveness-port PORT] [--metrics-port PORT]
+                      [--metrics-host HOST] [--log-format json|plain] [--verbose]
+
+Without --executor-image, streams that leave spec.executors.image empty run the executor image of
+this operator's own version: <executor repository>:<version>.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import logging
 import os
 import sys
 
 import kopf
 
 from . import controller  # noqa: F401  (importing it registers the handlers)
+from .core.executor_pod import DEFAULT_EXECUTOR_REPOSITORY, default_executor_image
 from .metrics import OperatorMetrics, serve
 
 DEFAULT_EXECUTOR_IMAGE = os.environ.get("DIRECTSTREAM_EXECUTOR_IMAGE", "")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--executor-image",
         default=DEFAULT_EXECUTOR_IMAGE,
-        help="executor image when spec.executors.image is empty (env DIRECTSTREAM_EXECUTOR_IMAGE)",
+        help="executor image when spec.executors.image is empty (env DIRECTSTREAM_EXECUTOR_IMAGE; "
+        "default: the executor repository at this operator's version)",
+    )
+    parser.add_argument(
+        "--executor-repository",
+        default=os.environ.get("DIRECTSTREAM_EXECUTOR_REPOSITORY", DEFAULT_EXECUTOR_REPOSITORY),
+        metavar="REPOSITORY",
+        help="repository of the default executor image, tagged with this operator's version "
+        f"(env DIRECTSTREAM_EXECUTOR_REPOSITORY; default {DEFAULT_EXECUTOR_REPOSITORY})",
     )
     parser.add_argument(
         "--liveness-port",
@@ -57,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def executor_image(args: argparse.Namespace) -> str:
+    """``--executor-image``, else the executor image of this operator's version."""
+    if args.executor_image:
+        return str(args.executor_image)
+    try:
+        version = importlib.metadata.version("directstream")
+    except importlib.metadata.PackageNotFoundError:
+        print("directstream-operator: the package is not installed: pass --executor-image", file=sys.stderr)
+        sys.exit(2)
+    return default_executor_image(args.executor_repository, version)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     namespaces = args.namespace or (
@@ -69,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
-    memo = kopf.Memo(executor_image=args.executor_image)
+    image = executor_image(args)
+    log.info("executor image for streams without spec.executors.image: %s", image)
+    memo = kopf.Memo(executor_image=image)
     if args.metrics_port:
         metrics = OperatorMetrics()
         if serve(metrics, args.metrics_port, args.metrics_host):

@@ -20,9 +20,10 @@ from .adapters.job_launcher import JobLauncher
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from .adapters.kube import AsyncKubeApi, KubeError
 from .adapters.postgres_offsets import DEFAULT_DSN_ENV, AsyncOffsetStore, PostgresOffsetStore
+from .core.executor_pod import parse_cluster_spec
 from .core.manifests import ManifestError, secret_env_for
 from .core.planning import TopicPartition
-from .core.spec import SpecError, StreamSpec, parse_spec
+from .core.spec import SpecError, StreamSpec
 from .core.state import StreamState
 from .core.status import apply_outcome, build_status, format_time, outcome_for_event, state_from_status
 from .core.work import executor_kafka_settings
@@ -265,7 +266,10 @@ class StreamRunner:
         while not self._ctx.stopped():
             self.store.generation = self._generation()
             try:
-                spec = parse_spec(self._ctx.name, dict(self._ctx.body.get("spec") or {}), self._ctx.namespace)
+                # Cluster checks too (a jsonl directory on a volume): refused before any batch runs.
+                spec = parse_cluster_spec(
+                    self._ctx.name, dict(self._ctx.body.get("spec") or {}), self._ctx.namespace
+                )
             except SpecError as exc:
                 await self._note_and_flush("invalid-spec", f"invalid spec: {exc}", warning=True)
                 await self._wait_for_change()

@@ -14,9 +14,8 @@ Decisions worth knowing:
 - Size: the units' JSON must stay below 128 KiB (Linux ``MAX_ARG_STRLEN``: one environment string
   above it makes ``exec`` fail with E2BIG). Its size grows with the ranges of a batch, i.e. with
   the number of partitions; ``WorkUnitsTooLarge`` says so.
-- ``spec.executors.securityContext`` goes to the container, except the fields that only exist
-  at pod level (``fsGroup``, ``supplementalGroups``, ``sysctls``, ...), which go to the pod, so
-  nothing a user writes is silently dropped by the API server.
+- Pod settings (securityContext defaults, volumes and the scratch emptyDir, the default image)
+  come from ``executor_pod``; user pod labels and annotations never replace directstream's.
 - User env may not set ``DIRECTSTREAM_*`` (our channel to the executor; ``USER_SETTABLE_ENV``
   excepted) nor ``JOB_COMPLETION_INDEX``: ``ManifestError``.
 - Kafka secrets: one env var per key of the Secret, ``DIRECTSTREAM_KAFKA_SECRET_<n>`` with a
@@ -35,6 +34,13 @@ from typing import Any
 
 from directstream.executor.contract import WorkUnit
 
+from .executor_pod import (
+    container_security_context,
+    executor_mounts,
+    executor_volumes,
+    pod_security_context,
+    scratch_env,
+)
 from .spec import FORBIDDEN_KAFKA_CONFIG, StreamSpec
 
 __all__ = [
@@ -90,18 +96,6 @@ MAX_JOB_NAME_LENGTH = 52
 MAX_LABEL_VALUE_LENGTH = 63
 # Linux's MAX_ARG_STRLEN (32 pages) bounds one "NAME=value" environment string, NUL included.
 MAX_WORK_UNITS_ENV_BYTES = 32 * 4096 - len(WORK_UNITS_ENV) - 2
-
-# Pod-level-only securityContext fields; every other field is valid on the container.
-POD_ONLY_SECURITY_FIELDS = frozenset(
-    {
-        "fsGroup",
-        "fsGroupChangePolicy",
-        "seLinuxChangePolicy",
-        "supplementalGroups",
-        "supplementalGroupsPolicy",
-        "sysctls",
-    }
-)
 
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -248,13 +242,6 @@ def _user_env(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return checked
 
 
-def _split_security_context(context: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pod securityContext, container securityContext) from ``spec.executors.securityContext``."""
-    pod = {key: value for key, value in context.items() if key in POD_ONLY_SECURITY_FIELDS}
-    container = {key: value for key, value in context.items() if key not in POD_ONLY_SECURITY_FIELDS}
-    return pod, container
-
-
 def _work_units_json(units: Sequence[WorkUnit], batch_id: int) -> str:
     text = json.dumps([unit.to_json() for unit in units], separators=(",", ":"), sort_keys=True)
     size = len(text.encode())
@@ -322,21 +309,23 @@ def build_executor_job(
                 f"but the Job provides {sorted(secret_env.items())}"
             )
     units_json = _work_units_json(units, batch_id)
-    pod_security, container_security = _split_security_context(executors.security_context)
+    env = _executor_env(units_json, secret_name, secret_env) + _user_env(executors.env)
 
     container: dict[str, Any] = {
         "name": EXECUTOR_CONTAINER,
         "image": chosen_image,
         "command": [EXECUTOR_COMMAND],
-        "env": _executor_env(units_json, secret_name, secret_env) + _user_env(executors.env),
+        "env": env + scratch_env(executors.env),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         # A crash before the result is written still leaves its last log lines as the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(spec),
+        "volumeMounts": executor_mounts(spec),
     }
+    if executors.image_pull_policy:
+        container["imagePullPolicy"] = executors.image_pull_policy
     if executors.resources:
         container["resources"] = dict(executors.resources)
-    if container_security:
-        container["securityContext"] = container_security
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -344,16 +333,22 @@ def build_executor_job(
         "automountServiceAccountToken": False,
         # Service links would add variables for every Service in the namespace to each pod.
         "enableServiceLinks": False,
+        "securityContext": pod_security_context(spec),
         "containers": [container],
+        "volumes": executor_volumes(spec),
     }
     if executors.service_account_name:
         pod_spec["serviceAccountName"] = executors.service_account_name
+    if executors.priority_class_name:
+        pod_spec["priorityClassName"] = executors.priority_class_name
+    if executors.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in executors.image_pull_secrets]
     if executors.node_selector:
         pod_spec["nodeSelector"] = dict(executors.node_selector)
+    if executors.affinity:
+        pod_spec["affinity"] = dict(executors.affinity)
     if executors.tolerations:
         pod_spec["tolerations"] = [dict(toleration) for toleration in executors.tolerations]
-    if pod_security:
-        pod_spec["securityContext"] = pod_security
 
     labels = job_labels(spec.name, batch_id, attempt)
     annotations = {
@@ -362,6 +357,9 @@ def build_executor_job(
         ANNOTATION_ATTEMPT: str(attempt),
         ANNOTATION_UNITS: str(len(units)),
     }
+    # The parser refuses user keys that directstream sets; ours are applied last all the same.
+    pod_labels = {**executors.pod_labels, **labels}
+    pod_annotations = {**executors.pod_annotations, **annotations}
     timeout = getattr(executors, "timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     return {
         "apiVersion": "batch/v1",
@@ -382,7 +380,7 @@ def build_executor_job(
             "activeDeadlineSeconds": max(1, math.ceil(timeout)),
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "template": {
-                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": pod_spec,
             },
         },

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from directstream.operator.core import spec_pod
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
     DNS_SUBDOMAIN,
@@ -141,7 +142,17 @@ class ExecutorsSpec:
     service_account_name: str = ""
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
-    security_context: Mapping[str, Any] = field(default_factory=dict)
+    # Merged over directstream's restricted defaults (core/executor_pod.py), field by field.
+    security_context: Mapping[str, Any] = field(default_factory=dict)  # the pod's
+    container_security_context: Mapping[str, Any] = field(default_factory=dict)  # the executor container's
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    priority_class_name: str = ""
+    image_pull_policy: spec_pod.ImagePullPolicy | None = None  # None: Kubernetes' default for the tag
+    image_pull_secrets: tuple[str, ...] = ()
+    affinity: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -429,6 +440,7 @@ def _read_rate(s: Section, d: RateSpec) -> RateSpec:
 
 
 def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
+    volumes = spec_pod.read_volumes(s)
     executors = ExecutorsSpec(
         max=s.integer("max", d.max, minimum=1, maximum=MAX_EXECUTORS),
         max_records=s.integer("maxRecords", d.max_records, minimum=0),
@@ -440,7 +452,16 @@ def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
         service_account_name=s.string("serviceAccountName", d.service_account_name),
         node_selector=s.mapping("nodeSelector", string_values=True),
         tolerations=s.mapping_list("tolerations"),
-        security_context=s.mapping("securityContext"),
+        security_context=spec_pod.read_security_context(s, "securityContext", pod=True),
+        container_security_context=spec_pod.read_security_context(s, "containerSecurityContext", pod=False),
+        volumes=volumes,
+        volume_mounts=spec_pod.read_volume_mounts(s, volumes),
+        pod_labels=spec_pod.read_pod_metadata(s, "podLabels", labels=True),
+        pod_annotations=spec_pod.read_pod_metadata(s, "podAnnotations", labels=False),
+        priority_class_name=spec_pod.read_priority_class(s),
+        image_pull_policy=spec_pod.read_pull_policy(s),
+        image_pull_secrets=spec_pod.read_image_pull_secrets(s),
+        affinity=spec_pod.read_affinity(s),
     )
     s.close()
     return executors
