@@ -1,6 +1,7 @@
 pytest_plugins = [
     "tests.harness.kafka_fixtures",
     "tests.harness.kube_fixtures",
+    "tests.harness.claims",
     "tests.harness.operator_fixtures",
     "tests.harness.postgres_fixtures",
 ]

@@ -113,6 +113,25 @@ def kube() -> Iterator[Kube]:
         subprocess.run(["bash", str(CLUSTER_SH), "down"], capture_output=True, check=False)
 
 
+def wait_established(kube: Kube, crd: str, timeout: float = 60) -> None:
+    """Wait for a CRD to be served. Polled: right after a CRD is created its status has no conditions
+    yet, and `kubectl wait --for=condition=Established` fails on that instead of waiting."""
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established() -> bool:
+        out = kube.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
+        return out.stdout == "True"
+
+    kube.wait_for(f"CRD {crd} Established", established, timeout=timeout)
+
+
+def enforce_restricted(kube: Kube, namespace: str) -> None:
+    """The `restricted` Pod Security Standard in ``namespace``: violating pods are refused, and a
+    workload (a Job) whose pod template violates it gets a warning when it is created."""
+    labels = [f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn")]
+    kube.kubectl("label", "namespace", namespace, "--overwrite", *labels)
+
+
 def _namespace_name(test_name: str) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:50].strip("-") or "test"
     return f"{base}-{secrets.token_hex(3)}"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.kube_fixtures import Kube, poll_until
+from tests.harness.kube_fixtures import Kube, enforce_restricted, poll_until, wait_established
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "directstream.yaml"
@@ -25,12 +25,15 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def crd(kube: Kube) -> str:
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.kubectl("wait", "--for=condition=Established", "crd/directstreams.directstream.io", "--timeout=60s")
+    wait_established(kube, "directstreams.directstream.io")
     return "directstreams.directstream.io"
 
 
 class OperatorProcess:
-    """``directstream-operator --namespace NS`` with the admin kubeconfig, logs to a file."""
+    """``directstream-operator --namespace NS`` with the admin kubeconfig, logs to a file.
+
+    Without ``executor_image`` it runs as users start it: streams get the executor image of the
+    operator's own version (``default_executor_image``)."""
 
     def __init__(self, kube: Kube, namespaces: list[str], log_path: Path) -> None:
         self.kube = kube
@@ -38,10 +41,15 @@ class OperatorProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0  # /metrics off unless a test asks for it
+        self.executor_image: str | None = None  # --executor-image, when a test sets it
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": self.kube.kubeconfig, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-        args = [str(VENV_BIN / "directstream-operator"), "--executor-image", "directstream/executor:test"]
+        env.pop("DIRECTSTREAM_EXECUTOR_IMAGE", None)
+        env.pop("DIRECTSTREAM_EXECUTOR_REPOSITORY", None)
+        args = [str(VENV_BIN / "directstream-operator")]
+        if self.executor_image is not None:
+            args += ["--executor-image", self.executor_image]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         args += ["--liveness-port", "0", "--metrics-port", str(self.metrics_port)]
@@ -69,6 +77,9 @@ class OperatorProcess:
 
 @pytest.fixture
 def operator(kube: Kube, crd: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    # Streams run as a user's would in a namespace that enforces the `restricted` Pod Security
+    # Standard, without any securityContext of their own: the executors' defaults must pass it.
+    enforce_restricted(kube, namespace)
     process = OperatorProcess(kube, [namespace], tmp_path / "operator.log")
     process.start()
     try:

@@ -1,9 +1,13 @@
 """Pod volumes materialised as host directories, and the mount-namespace launcher that binds them.
 
 Supported: projected (serviceAccountToken, configMap, secret, downwardAPI), configMap, secret,
-downwardAPI, emptyDir, hostPath. The ServiceAccount admission plugin turns the pod's token into a
-projected volume mounted at /var/run/secrets/kubernetes.io/serviceaccount, so handling projected
-volumes is all the token mount needs.
+downwardAPI, emptyDir, hostPath, and persistentVolumeClaim bound to a hostPath PersistentVolume. The
+ServiceAccount admission plugin turns the pod's token into a projected volume mounted at
+/var/run/secrets/kubernetes.io/serviceaccount, so handling projected volumes is all the token mount needs.
+
+Pods run as host processes without an image, so an emptyDir mounted at /tmp (the scratch space of a
+container with a read-only root filesystem) is not bound over the host's /tmp: that would hide the
+checkout, the virtualenv and the test's files, which a real container does not see anyway.
 """
 
 from __future__ import annotations
@@ -74,6 +78,17 @@ def _source(objects: ObjectCache, kind: str, name: str, optional: bool | None) -
     return data
 
 
+def _claimed_host_path(core: client.CoreV1Api, namespace: str, claim_name: str) -> Path:
+    """The host directory of the hostPath PersistentVolume bound to the claim, as the kubelet mounts it."""
+    claim = core.read_namespaced_persistent_volume_claim(claim_name, namespace)
+    if not claim.spec.volume_name or (claim.status and claim.status.phase != "Bound"):
+        raise EnvError(f'persistentvolumeclaim "{claim_name}" is not bound')
+    volume = core.read_persistent_volume(claim.spec.volume_name)
+    if volume.spec.host_path is None:
+        raise EnvError(f"persistentvolume {volume.metadata.name}: only hostPath volumes are supported here")
+    return Path(volume.spec.host_path.path)
+
+
 def materialise(core: client.CoreV1Api, pod: Any, objects: ObjectCache, root: Path) -> dict[str, Path]:
     """Each volume's host directory (or host path), by volume name."""
     paths: dict[str, Path] = {}
@@ -107,6 +122,8 @@ def materialise(core: client.CoreV1Api, pod: Any, objects: ObjectCache, root: Pa
             _write_items(dest, data, s.items, s.optional, s.secret_name)
         elif vol.downward_api is not None:
             _downward(dest, pod, vol.downward_api.items)
+        elif vol.persistent_volume_claim is not None:
+            dest = _claimed_host_path(core, pod.metadata.namespace, vol.persistent_volume_claim.claim_name)
         elif vol.host_path is not None:
             host = Path(vol.host_path.path)
             if vol.host_path.type in ("DirectoryOrCreate", None, "") and not host.exists():
@@ -122,6 +139,8 @@ def container_mounts(container: Any, volumes: dict[str, Path]) -> list[Mount]:
     for vm in container.volume_mounts or []:
         if vm.name not in volumes:
             raise EnvError(f"volumeMount {vm.name!r} names no volume of the pod")
+        if vm.mount_path.rstrip("/") == "/tmp":
+            continue  # see the module docstring: the host's /tmp stays
         src = volumes[vm.name] / vm.sub_path if vm.sub_path else volumes[vm.name]
         if vm.sub_path and not src.exists():
             src.mkdir(parents=True)

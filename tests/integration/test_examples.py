@@ -8,11 +8,11 @@ the operator, changed only where it must point at this test's broker, topic and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
+from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
@@ -33,25 +33,36 @@ def test_the_api_server_accepts_the_example(kube: Kube, crd: str, namespace: str
 
 @pytest.mark.kafka
 def test_the_jsonl_example_runs_as_written(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    host_volumes: HostVolumes,
+    topic_name: str,
+    tmp_path: Path,
 ) -> None:
-    doc: dict[str, Any] = yaml.safe_load((EXAMPLES_DIR / "jsonl.yaml").read_text())
+    claim, doc = yaml.safe_load_all((EXAMPLES_DIR / "jsonl.yaml").read_text())
+    assert claim["kind"] == "PersistentVolumeClaim"
     spec = doc["spec"]
-    # The only changes: this test's broker, a unique topic (a shared `clicks` would collect other
-    # runs' records and group offsets) and a directory the test node's executors can write.
+    # The only changes: this test's broker and a unique topic (a shared `clicks` would collect other
+    # runs' records and group offsets). The storage behind the example's claim is what an admin
+    # provides: a PersistentVolume, here on a directory of the test node.
     spec["kafka"]["bootstrapServers"] = kafka.bootstrap
     spec["topics"] = [topic_name]
-    out = tmp_path / "out"
-    spec["processor"]["options"]["directory"] = str(out)
+    volume = tmp_path / "volume"
+    size = claim["spec"]["resources"]["requests"]["storage"]
+    host_volumes.provide(namespace, claim["metadata"]["name"], volume, create_claim=False, size=size)
+    (mount,) = spec["executors"]["volumeMounts"]
+    out = volume / Path(spec["processor"]["options"]["directory"]).relative_to(mount["mountPath"])
     kafka.create_topic(topic_name, partitions=3)
     kafka.produce(topic_name, 300, partitions=3)
-    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all([claim, doc]))
 
     latest = latest_offsets(kafka.bootstrap, topic_name)
     name = doc["metadata"]["name"]
     stream = wait_committed(kube, namespace, name, latest, timeout=120)
     assert stream["status"]["recordsTotal"] == 300
-    seen = jsonl_offsets(out)
+    seen = jsonl_offsets(out)  # on the claim's volume, after the Jobs are gone
     assert set(seen) == {(t, p, o) for (t, p), end in latest.items() for o in range(end)}
     assert max(seen.values()) == 1, "every record in exactly one file"
     # The Kafka group is committed just after status: ordinary lag tools see the stream's progress.

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import NewPartitions
 
+from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
@@ -51,11 +52,19 @@ def expected(latest: dict[tuple[str, int], int]) -> set[tuple[str, int, int]]:
 
 
 def test_a_stream_runs_to_ready_with_every_record_once(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    host_volumes: HostVolumes,
+    topic_name: str,
+    tmp_path: Path,
 ):
     kafka.create_topic(topic_name, partitions=3)
     kafka.produce(topic_name, 3_000, partitions=3)
-    out = tmp_path / "out"
+    # The files go to a PersistentVolumeClaim (a jsonl directory on no volume is InvalidSpec on a cluster).
+    host_volumes.provide(namespace, "out", tmp_path / "volume")
+    out = tmp_path / "volume" / "out"
     apply(
         kube,
         stream_manifest(
@@ -66,8 +75,12 @@ def test_a_stream_runs_to_ready_with_every_record_once(
                 "topics": [topic_name],
                 "batchInterval": "1s",
                 "rate": {"maxPerPartition": 400},
-                "executors": {"max": 2},
-                "processor": {"sink": "jsonl", "options": {"directory": str(out)}},
+                "executors": {
+                    "max": 2,
+                    "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
+                    "volumeMounts": [{"name": "out", "mountPath": "/data"}],
+                },
+                "processor": {"sink": "jsonl", "options": {"directory": "/data/out"}},
             },
         ),
     )
