@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube, _cluster_env
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
@@ -42,13 +43,6 @@ OPERATOR_RULES = {
 DISCOVERY_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     ("", "namespaces"): ["list", "watch"],
-}
-RESTRICTED = {
-    "runAsNonRoot": True,
-    "runAsUser": 10001,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
 }
 
 
@@ -186,7 +180,10 @@ def restricted_namespace(kube: Kube, namespace: str) -> None:
     kube.kubectl("label", "namespace", namespace, "--overwrite", *labels)
 
 
-def jsonl_stream(namespace: str, bootstrap: str, topic: str, out: Path) -> str:
+def jsonl_stream(host_volumes: HostVolumes, namespace: str, bootstrap: str, topic: str, volume: Path) -> str:
+    """A jsonl stream writing to a PersistentVolumeClaim on ``volume`` (its files: ``volume/clicks``), with
+    no securityContext of its own: the executors' defaults pass the `restricted` profile."""
+    host_volumes.provide(namespace, "clicks-output", volume)
     return stream_manifest(
         "clicks",
         namespace,
@@ -198,9 +195,10 @@ def jsonl_stream(namespace: str, bootstrap: str, topic: str, out: Path) -> str:
             "executors": {
                 "max": 2,
                 "serviceAccountName": "directstream-executor",
-                "securityContext": RESTRICTED,
+                "volumes": [{"name": "output", "persistentVolumeClaim": {"claimName": "clicks-output"}}],
+                "volumeMounts": [{"name": "output", "mountPath": "/data"}],
             },
-            "processor": {"sink": "jsonl", "options": {"directory": str(out)}},
+            "processor": {"sink": "jsonl", "options": {"directory": "/data/clicks"}},
         },
     )
 
@@ -260,6 +258,17 @@ def test_the_chart_lints_and_every_rendering_passes_the_api_server(
         if values.get("clusterWide"):
             del want["", "namespaces"]  # kopf only observes namespaces when it serves a list of them
         assert rules_of(discovery) == want
+        # The chart's tag pins the executor image; the repository is passed either way.
+        assert "--executor-repository=directstream/executor" in args
+        assert "--executor-image=directstream/executor:test" in args
+    # Without a tag or digest the operator runs the executor image of its own version.
+    values = chart_values(namespace, executors={"image": {"repository": "registry.local/executor"}})
+    (deployment,) = [
+        d for d in render(helm, namespace, values_file(tmp_path, values)) if d["kind"] == "Deployment"
+    ]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--executor-repository=registry.local/executor" in args
+    assert not [a for a in args if a.startswith("--executor-image")]
     # The ServiceMonitor's CRD is not installed here: check it against the Service instead.
     values = chart_values(
         namespace, metrics={"enabled": True, "port": 9191, "serviceMonitor": {"enabled": True}}
@@ -300,6 +309,7 @@ def test_helm_install_runs_a_stream_exactly_once_and_uninstall_leaves_nothing(
     kafka: KafkaBroker,
     namespace: str,
     release: Release,
+    host_volumes: HostVolumes,
     topic_name: str,
     tmp_path: Path,
     record_property: Any,
@@ -316,8 +326,9 @@ def test_helm_install_runs_a_stream_exactly_once_and_uninstall_leaves_nothing(
 
     kafka.create_topic(topic_name, partitions=3)
     kafka.produce(topic_name, 1_500, partitions=3)
-    out = tmp_path / "out"
-    kube.kubectl("apply", "-f", "-", input=jsonl_stream(namespace, kafka.bootstrap, topic_name, out))
+    out = tmp_path / "volume" / "clicks"
+    stream = jsonl_stream(host_volumes, namespace, kafka.bootstrap, topic_name, tmp_path / "volume")
+    kube.kubectl("apply", "-f", "-", input=stream)
     latest = latest_offsets(kafka.bootstrap, topic_name)
     wait_committed(kube, namespace, "clicks", latest)
     kube.kubectl("wait", "--for=condition=Ready", "directstream/clicks", "-n", namespace, "--timeout=60s")
@@ -345,6 +356,7 @@ def test_a_verb_missing_from_the_role_is_reported_on_the_stream(
     kafka: KafkaBroker,
     namespace: str,
     release: Release,
+    host_volumes: HostVolumes,
     topic_name: str,
     tmp_path: Path,
 ):
@@ -365,8 +377,9 @@ def test_a_verb_missing_from_the_role_is_reported_on_the_stream(
     )
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 200, partitions=2)
-    out = tmp_path / "out"
-    kube.kubectl("apply", "-f", "-", input=jsonl_stream(namespace, kafka.bootstrap, topic_name, out))
+    out = tmp_path / "volume" / "clicks"
+    stream = jsonl_stream(host_volumes, namespace, kafka.bootstrap, topic_name, tmp_path / "volume")
+    kube.kubectl("apply", "-f", "-", input=stream)
 
     def degraded() -> dict[str, Any]:
         found = condition(get_stream(kube, namespace, "clicks"), "Degraded")
