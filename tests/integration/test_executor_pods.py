@@ -229,3 +229,27 @@ def test_the_operator_without_executor_image_runs_the_image_of_its_version(
     assert pod["securityContext"] == DEFAULT_POD_SECURITY_CONTEXT  # none in the stream's spec
     assert f"executor image for streams without spec.executors.image: {image}" in operator.log()
     wait_committed(kube, namespace, "plain", latest_offsets(kafka.bootstrap, topic_name), timeout=120)
+
+
+def test_a_missing_priority_class_fails_the_attempt_after_the_pending_timeout(
+    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str
+) -> None:
+    kafka.create_topic(topic_name, partitions=1)
+    kafka.produce(topic_name, 10)
+    spec = {
+        "topics": [topic_name],
+        "maxAttempts": 1,
+        "executors": {"pendingTimeout": "3s", "priorityClassName": "no-such-class"},
+        "processor": {"sink": "count"},
+    }
+    kube.kubectl("apply", "-f", "-", input=stream_manifest("unranked", namespace, kafka.bootstrap, spec))
+
+    def failed() -> dict[str, Any] | None:
+        found = condition(get_stream(kube, namespace, "unranked"), "Degraded")
+        return found if found.get("reason") == "BatchFailed" else None
+
+    degraded = wait_until("the attempt to fail", failed, timeout=120)
+    assert "no pod created yet (check the Job's events)" in str(degraded["message"]), degraded
+    # The Job controller could not create the pod; the API server said why.
+    assert "no PriorityClass with name no-such-class" in events(kube, namespace, "Job")
+    assert get_stream(kube, namespace, "unranked")["status"]["committed"] == {}
