@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from directstream.executor.contract import KafkaClientSettings, OffsetRange, ProcessorSettings, WorkUnit
 from directstream.operator.core.executor_pod import (
@@ -218,6 +220,10 @@ def test_a_volume_of_the_users_own_at_tmp_replaces_the_scratch_emptydir() -> Non
     [
         ({"volumes": [{"persistentVolumeClaim": {"claimName": "c"}}]}, "volumes.0.name", "needs a name"),
         ({"volumes": [{"name": "Out", "emptyDir": {}}]}, "volumes.0.name", "needs a name"),
+        (
+            {"volumes": [{"name": ["out"], "emptyDir": {}}], "volumeMounts": [AT_DATA]}, "volumes.0.name",
+            "needs a name",
+        ),
         ({"volumes": [PVC, PVC]}, "volumes.1.name", "listed twice"),
         ({"volumes": [{"name": "directstream-tmp", "emptyDir": {}}]}, "volumes.0.name", "scratch volume"),
         ({"volumes": [{"name": "v"}]}, "volumes.0", "exactly one volume source"),
@@ -385,3 +391,38 @@ def test_the_operator_defaults_to_the_executor_image_of_its_version(monkeypatch:
     assert resolved() == f"ghcr.io/directstream/executor:{version}"
     assert resolved("--executor-repository", "reg.local/exec") == f"reg.local/exec:{version}"
     assert resolved("--executor-image", "reg.local/exec@sha256:ab") == "reg.local/exec@sha256:ab"
+
+
+POD_KEYS = [
+    "securityContext", "containerSecurityContext", "volumes", "volumeMounts", "podLabels", "podAnnotations",
+    "priorityClassName", "imagePullPolicy", "imagePullSecrets", "affinity",
+]  # fmt: skip
+pod_keys = st.sampled_from(
+    ["name", "mountPath", "emptyDir", "persistentVolumeClaim", "claimName", "readOnly"]
+)
+junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
+    | st.sampled_from(["out", "/data", "/tmp"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(pod_keys | st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(POD_KEYS), junk, max_size=5))
+def test_junk_pod_settings_never_crash_the_parser_the_checks_or_the_builder(
+    executors: dict[str, Any],
+) -> None:
+    doc = stream(**executors)
+    try:
+        spec = parse_stream(doc)
+    except SpecError as exc:
+        assert exc.problems and all(p.path and p.message for p in exc.problems)
+        return
+    cluster_spec_problems(spec)
+    job_of(doc)

@@ -113,6 +113,19 @@ def test_minimal_manifest_gets_every_default() -> None:
     assert (e.max, e.max_records, e.image, e.service_account_name) == (4, 0, "", "")
     assert (e.timeout_seconds, e.pending_timeout_seconds) == (600.0, 120.0)
     assert (e.resources, e.env, e.node_selector, e.tolerations, e.security_context) == ({}, (), {}, (), {})
+    assert (e.container_security_context, e.volumes, e.volume_mounts, e.pod_labels, e.pod_annotations) == (
+        {},
+        (),
+        (),
+        {},
+        {},
+    )
+    assert (e.priority_class_name, e.image_pull_policy, e.image_pull_secrets, e.affinity) == (
+        "",
+        None,
+        (),
+        {},
+    )
     assert s.processor.sink == "jsonl"
     assert s.processor.options == {"directory": "/data/out"}
     assert s.on_data_loss == "fail"

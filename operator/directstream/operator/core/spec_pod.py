@@ -218,7 +218,7 @@ def read_volume_mounts(s: Section, volumes: tuple[Mapping[str, Any], ...]) -> tu
     path = s.at("volumeMounts")
     if len(mounts) > MAX_VOLUMES:
         s.problems.add(path, f"at most {MAX_VOLUMES} volume mounts, got {len(mounts)}")
-    names = {volume.get("name") for volume in volumes}
+    names = {volume["name"] for volume in volumes if isinstance(volume.get("name"), str)}
     seen: set[str] = set()
     for index, mount in enumerate(mounts):
         item = join(path, index)
