@@ -53,10 +53,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
-from directstream.executor.contract import OffsetRange, WorkUnit
+from directstream.executor.contract import DEFAULT_OFFSETS_TABLE, OffsetRange, PostgresConnection, WorkUnit
+from directstream.executor.contract.sinks import DEFAULT_RESULTS_TABLE
 from directstream.executor.errors import ConfigurationError, RangeFailedError
 from directstream.executor.offset_store_postgres import (
-    DEFAULT_OFFSETS_TABLE,
     ChainStep,
     MissingOffsetError,
     StaleAttemptError,
@@ -72,8 +72,7 @@ from directstream.executor.processors.python_entry import load_entry_point
 from directstream.executor.records import Headers, KafkaRecord
 
 log = logging.getLogger(__name__)
-DEFAULT_TABLE = "directstream_records"
-DEFAULT_DSN_ENV = "DIRECTSTREAM_POSTGRES_DSN"
+DEFAULT_TABLE = DEFAULT_RESULTS_TABLE
 RAW_COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp", "headers")
 _RAW_STAGE_TYPES = ["int8", "bytea", "bytea", "int8", "jsonb"]
 
@@ -88,12 +87,10 @@ def _results_ddl(table: str) -> sql.Composed:
 
 
 def _dsn(options: Mapping[str, Any]) -> str:
-    dsn = options.get("dsn")
-    if dsn is not None:
-        if not isinstance(dsn, str) or not dsn:
-            raise ConfigurationError("postgres sink options.dsn must be a connection string")
+    connection = PostgresConnection.from_options(options)
+    if connection.dsn is not None:
         try:
-            fields = conninfo_to_dict(dsn)
+            fields = conninfo_to_dict(connection.dsn)
         except psycopg.Error as exc:
             raise ConfigurationError(
                 f"postgres sink options.dsn is not a valid connection string: {exc}"
@@ -103,14 +100,7 @@ def _dsn(options: Mapping[str, Any]) -> str:
                 "postgres sink options.dsn must not carry a password: "
                 "use options.dsnEnv (filled from a Secret) or PGPASSWORD"
             )
-        return dsn
-    variable = options.get("dsnEnv", DEFAULT_DSN_ENV)
-    value = os.environ.get(str(variable))
-    if not value:
-        raise ConfigurationError(
-            f"postgres sink needs options.dsn or environment variable {variable} (unset)"
-        )
-    return value
+    return connection.resolve(os.environ.get)
 
 
 def _headers_json(headers: Headers | None) -> list[list[str | None]]:
