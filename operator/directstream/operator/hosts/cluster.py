@@ -27,7 +27,8 @@ from ..core.planning import TopicPartition
 from ..core.spec import StreamSpec, parse_spec
 from ..core.work import executor_kafka_settings
 from ..driver import DEFAULT_SETTINGS, Driver, DriverSettings, RunMode, run_stream
-from ..driver.outcomes import Decision, Halt, Retry, WaitForChange
+from ..driver.outcomes import Decision, Halt
+from ..driver.policies import wait_policy
 from .waits import wait_for_any
 
 log = logging.getLogger(__name__)
@@ -224,12 +225,4 @@ class ClusterHost:
             await self.pause(min(remaining, 5.0))
 
     def on_halt(self, halt: Halt) -> Decision:
-        """Never exit: conditions say what is wrong, and the stream waits for a change."""
-        match halt.reason:
-            case "kafka-unavailable" | "store-unavailable":
-                return Retry()
-            case "data-loss" | "batch-failed":
-                return WaitForChange(self._settings.failed_retry_s)
-            case "kube-error":
-                return WaitForChange(self._settings.kube_retry_s)
-        return WaitForChange(self._settings.idle_recheck_s)
+        return wait_policy(halt, self._settings)

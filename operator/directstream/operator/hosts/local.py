@@ -14,7 +14,8 @@ from ..core.events import Event
 from ..core.spec import StreamSpec
 from ..core.work import executor_kafka_settings
 from ..driver import Driver, DriverSettings
-from ..driver.outcomes import Decision, Exit, Halt, Retry, RunMode
+from ..driver.outcomes import Decision, Halt, RunMode
+from ..driver.policies import exit_policy
 from ..driver.ports import Observer
 from .waits import wait_for_any
 
@@ -90,16 +91,4 @@ class LocalHost:
         await wait_for_any(at_most, self.stop)  # a file does not change under a run
 
     def on_halt(self, halt: Halt) -> Decision:
-        """Exit codes: done when suspended or caught up; a failure otherwise, except that an
-        endless run rides out a Kafka or database outage once it has started."""
-        match halt.reason:
-            case "suspended" | "caught-up":
-                return Exit(ok=True)
-            case "kafka-unavailable" | "store-unavailable":
-                if halt.before_first_batch:
-                    return Exit(ok=False)
-                if self._mode is RunMode.FOREVER:
-                    return Retry()
-                give_up = halt.failures >= self._settings.unavailable_failures_before_exit
-                return Exit(ok=False) if give_up else Retry()
-        return Exit(ok=False)
+        return exit_policy(halt, self._mode, self._settings)
