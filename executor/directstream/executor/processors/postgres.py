@@ -13,7 +13,8 @@ Options:
   json/jsonb columns. With a transform the results table must exist (its columns are yours);
 - ``seedMissing`` (default false): start a partition's chain at the range's ``from`` when the
   offsets table has no row for it (normally the driver seeds it, see ``seed_offsets``);
-- ``chainWaitSeconds`` (default 60): how long a range waits for an earlier piece of its partition.
+- ``chainWaitSeconds`` (default 60): how long a range waits for an earlier piece of its partition
+  without progress (the wait starts again whenever an earlier piece commits).
 
 Without a transform the results table is created if missing::
 
@@ -306,9 +307,14 @@ class PostgresProcessor(BaseProcessor):
             raise RangeFailedError(range_, range_.from_offset, f"PostgreSQL: {exc}".strip()) from exc
 
     def _drain(self, block: bool) -> None:
-        """Apply every pending range whose turn has come; with ``block``, wait for all of them."""
+        """Apply every pending range whose turn has come; with ``block``, wait for all of them.
+
+        The wait is for progress, not in total: each time the chain of a waiting range moves (an
+        earlier piece committed), its clock starts again, so a partition split into many pieces
+        over busy executors is not failed while its pieces are still landing one after another."""
         deadline = time.monotonic() + self._chain_wait
         delay = 0.02
+        seen: dict[OffsetRange, int | None] = {}
         while True:
             waiting: list[tuple[OffsetRange, int | None]] = []
             for range_ in self._pending:
@@ -324,14 +330,18 @@ class PostgresProcessor(BaseProcessor):
             self._pending = [r for r, _ in waiting]
             if not waiting or not block:
                 return
+            if any(range_ in seen and seen[range_] != stored for range_, stored in waiting):
+                deadline = time.monotonic() + self._chain_wait  # an earlier piece landed
+            seen = dict(waiting)
             if time.monotonic() >= deadline:
                 range_, stored = waiting[0]
                 raise RangeFailedError(
                     range_,
                     range_.from_offset,
                     f"offsets table says {stored} for {range_.topic}[{range_.partition}], this range "
-                    f"starts at {range_.from_offset}: waited {self._chain_wait:g}s for the preceding "
-                    "range of the partition (split across executors) to commit; nothing was written",
+                    f"starts at {range_.from_offset}: waited {self._chain_wait:g}s without progress for "
+                    "the preceding range of the partition (split across executors) to commit; "
+                    "nothing was written",
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
