@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from directstream.operator.core.spec import parse_stream
 from tests.crd_support import CRD_PATH, MINIMAL, apply_defaults, full_status, root_schema
-from tests.harness.kube_fixtures import Kube
+from tests.harness.kube_fixtures import Kube, wait_crd_established
 
 pytestmark = pytest.mark.k8s
 GROUP, VERSION, PLURAL = "directstream.io", "v1alpha1", "directstreams"
@@ -32,7 +32,7 @@ def crd(kube: Kube) -> str:
         "-f",
         str(CRD_PATH),
     )
-    kube.kubectl("wait", "--for=condition=Established", "crd/directstreams.directstream.io", "--timeout=60s")
+    wait_crd_established(kube, "directstreams.directstream.io")
     return "directstreams.directstream.io"
 
 

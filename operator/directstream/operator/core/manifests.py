@@ -41,6 +41,7 @@ from .spec import FORBIDDEN_KAFKA_CONFIG, StreamSpec
 __all__ = [
     "ANNOTATION_ATTEMPT",
     "ANNOTATION_BATCH",
+    "ANNOTATION_DIGEST",
     "ANNOTATION_STREAM",
     "EXECUTOR_CONTAINER",
     "JOB_TTL_SECONDS",
@@ -70,6 +71,7 @@ ANNOTATION_STREAM = "directstream.io/stream"  # the full name, when the label ha
 ANNOTATION_BATCH = "directstream.io/batch"
 ANNOTATION_ATTEMPT = "directstream.io/attempt"
 ANNOTATION_UNITS = "directstream.io/units"
+ANNOTATION_DIGEST = "directstream.io/digest"  # the pinned attempt's fingerprint (core/pinning.py)
 
 EXECUTOR_CONTAINER = "executor"
 EXECUTOR_COMMAND = "directstream-executor"
@@ -290,6 +292,7 @@ def build_executor_job(
     image: str,
     secret_name: str | None,
     secret_keys: Sequence[str],
+    digest: str = "",
 ) -> dict[str, Any]:
     """The ``batch/v1`` Job running ``units`` (one batch attempt), owned by the DirectStream ``owner``.
 
@@ -354,6 +357,7 @@ def build_executor_job(
         ANNOTATION_BATCH: str(batch_id),
         ANNOTATION_ATTEMPT: str(attempt),
         ANNOTATION_UNITS: str(len(units)),
+        ANNOTATION_DIGEST: digest,
     }
     timeout = getattr(executors, "timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     return {
