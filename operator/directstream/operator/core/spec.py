@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from directstream.executor.parquet_options import ParquetOptionsError, parse_parquet_options
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
     DNS_SUBDOMAIN,
@@ -52,7 +53,7 @@ API_VERSION = "directstream.io/v1alpha1"
 KIND = "DirectStream"
 
 IsolationLevel = Literal["read_committed", "read_uncommitted"]
-Sink = Literal["jsonl", "kafka", "stdout", "count", "python", "postgres"]
+Sink = Literal["jsonl", "kafka", "stdout", "count", "python", "postgres", "parquet"]
 OffsetStore = Literal["kafka", "postgres"]
 OnDataLoss = Literal["fail", "earliest"]
 StopAt = Literal["never", "latest"]
@@ -60,7 +61,7 @@ StartKind = Literal["earliest", "latest", "timestamp", "offsets"]
 ResetTo = Literal["earliest", "latest", "timestamp", "offsets"]
 
 ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("read_committed", "read_uncommitted")
-SINKS: tuple[Sink, ...] = ("jsonl", "kafka", "stdout", "count", "python", "postgres")
+SINKS: tuple[Sink, ...] = ("jsonl", "kafka", "stdout", "count", "python", "postgres", "parquet")
 OFFSET_STORES: tuple[OffsetStore, ...] = ("kafka", "postgres")
 ON_DATA_LOSS: tuple[OnDataLoss, ...] = ("fail", "earliest")
 STOP_AT: tuple[StopAt, ...] = ("never", "latest")
@@ -458,6 +459,12 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
     options = s.mapping("options")
     s.close()
     options_path = s.at("options")
+    if sink == "parquet":
+        try:
+            parse_parquet_options(options)
+        except ParquetOptionsError as exc:
+            s.problems.add(join(options_path, exc.option) if exc.option else options_path, exc.reason)
+        return ProcessorSpec(sink, options)
     required = {"jsonl": "directory", "kafka": "topic", "python": "entryPoint"}.get(sink)
     if required is None:
         return ProcessorSpec(sink, options)
