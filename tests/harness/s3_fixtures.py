@@ -26,7 +26,12 @@ from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 S3PROXY_SH = ROOT / "hack" / "s3proxy.sh"
-ENV_NAMES = ("DIRECTSTREAM_S3_ENDPOINT", "DIRECTSTREAM_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+ENV_NAMES = (
+    "DIRECTSTREAM_S3_ENDPOINT",
+    "DIRECTSTREAM_S3_BUCKET",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
 
 
 def _script_env() -> dict[str, str]:
@@ -74,7 +79,9 @@ class S3Server:
         """Every object key under ``prefix``, except the filesystem backend's directory entries
         (keys ending in "/", which it lists for the folders that hold the objects)."""
         found: list[str] = []
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+        for page in (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        ):
             found += [obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
         return sorted(found)
 
