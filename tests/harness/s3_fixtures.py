@@ -86,8 +86,12 @@ class S3Server:
         return sorted(found)
 
     def incomplete_uploads(self, prefix: str) -> list[str]:
+        """The keys of the multipart uploads begun and neither completed nor aborted."""
+        return sorted(key for key, _ in self.upload_ids(prefix))
+
+    def upload_ids(self, prefix: str) -> set[tuple[str, str]]:
         listing = self.client().list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        return sorted(upload["Key"] for upload in listing.get("Uploads", []))
+        return {(upload["Key"], upload["UploadId"]) for upload in listing.get("Uploads", [])}
 
     def get(self, key: str) -> bytes:
         body: bytes = self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()

@@ -567,7 +567,7 @@ def test_parquet_credentials_and_user_env_may_not_both_set_a_variable() -> None:
         SPEC, executors=replace(SPEC.executors, env=({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"},))
     )
     units = parquet_units({"url": "s3://lake/raw", "credentialsSecret": "s3-creds"})
-    with pytest.raises(ManifestError, match="AWS_SECRET_ACCESS_KEY.*credentialsSecret"):
+    with pytest.raises(ManifestError, match=r"AWS_SECRET_ACCESS_KEY.*credentialsSecret"):
         build_executor_job(
             spec,
             units,

@@ -6,6 +6,7 @@ The S3 target runs against the real S3 server in tests/integration/test_parquet.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def write(directory: Path, chunks: list[list[Message]], range_: OffsetRange = RA
 
 def split(records: list[Message], cuts: list[int]) -> list[list[Message]]:
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(records))), len(records)]
-    return [records[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [records[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def test_every_field_of_every_record_round_trips(tmp_path: Path) -> None:
