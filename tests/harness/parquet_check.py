@@ -5,16 +5,40 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from confluent_kafka import Consumer, TopicPartition
-
-from tests.harness.s3_fixtures import S3Server
 
 NAME = re.compile(
     r"(?P<topic>[^/]+)/(?P<partition>[0-9]+)/(?P<start>[0-9]{20})-(?P<until>[0-9]{20})\.parquet"
 )
 Record = tuple[bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...], int | None]
+
+
+class Objects(Protocol):
+    """Where the sink wrote: the S3 server (``S3Server``) or a directory (``DirectoryObjects``)."""
+
+    def keys(self, prefix: str) -> list[str]: ...
+    def read_table(self, key: str) -> pa.Table: ...
+
+
+class DirectoryObjects:
+    """A directory target seen like a bucket: keys are paths; hidden files (a killed attempt's
+    temporary files, whose names start with ".") are not objects."""
+
+    def keys(self, prefix: str) -> list[str]:
+        root = Path(prefix)
+        return sorted(
+            f"{prefix}/{p.relative_to(root).as_posix()}"
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def read_table(self, key: str) -> pa.Table:
+        return pq.read_table(key)
 
 
 def kafka_records(bootstrap: str, latest: dict[tuple[str, int], int]) -> dict[tuple[str, int, int], Record]:
@@ -76,7 +100,7 @@ def assert_one_chain_per_partition(
         assert position == latest[tp], f"{tp}: objects end at {position}, the log at {latest[tp]}"
 
 
-def assert_exactly_once(s3: S3Server, prefix: str, bootstrap: str, latest: dict[tuple[str, int], int]) -> int:
+def assert_exactly_once(s3: Objects, prefix: str, bootstrap: str, latest: dict[tuple[str, int], int]) -> int:
     """Every record of Kafka below ``latest`` is in exactly one object, byte for byte, in the object
     its offset's range names; no other object exists under ``prefix``. Returns the object count."""
     keys = s3.keys(prefix)

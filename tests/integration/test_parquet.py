@@ -30,11 +30,11 @@ from tests.harness.local_mode import (
     state_committed,
     write_stream,
 )
-from tests.harness.parquet_check import assert_exactly_once
+from tests.harness.parquet_check import DirectoryObjects, assert_exactly_once
 from tests.harness.s3_fixtures import S3Server
 from tests.integration.test_exactly_once_sinks import EXECUTOR, Run, unit_doc
 
-pytestmark = [pytest.mark.kafka, pytest.mark.s3]
+pytestmark = [pytest.mark.kafka]
 
 
 def produce_mixed(kafka: KafkaBroker, topic: str, count: int, partitions: int, value_size: int = 40) -> None:
@@ -70,6 +70,7 @@ def parquet_processor(s3: S3Server, prefix: str, **options: object) -> dict[str,
     }
 
 
+@pytest.mark.s3
 def test_an_executor_writes_one_object_per_range_and_a_replay_rewrites_it(
     kafka: KafkaBroker, s3: S3Server, s3_prefix: str, topic_name: str, tmp_path: Path
 ) -> None:
@@ -102,6 +103,7 @@ def test_an_executor_writes_one_object_per_range_and_a_replay_rewrites_it(
     assert {key: s3.get(key) for key in keys} == before, "a replay writes the same bytes"
 
 
+@pytest.mark.s3
 def test_a_killed_or_stopped_multipart_upload_never_shows_an_object(
     kafka: KafkaBroker, s3: S3Server, s3_prefix: str, topic_name: str, tmp_path: Path
 ) -> None:
@@ -140,6 +142,7 @@ def test_a_killed_or_stopped_multipart_upload_never_shows_an_object(
     assert assert_exactly_once(s3, s3_prefix, kafka.bootstrap, latest_offsets(kafka.bootstrap, topic)) == 1
 
 
+@pytest.mark.s3
 def test_missing_credentials_and_an_unreachable_server_are_clear_errors(
     kafka: KafkaBroker, s3: S3Server, s3_prefix: str, topic_name: str, tmp_path: Path
 ) -> None:
@@ -169,6 +172,7 @@ def test_missing_credentials_and_an_unreachable_server_are_clear_errors(
     assert s3.keys(s3_prefix) == []
 
 
+@pytest.mark.s3
 def test_local_mode_lands_every_record_once_with_executors_and_the_driver_killed(
     kafka: KafkaBroker, s3: S3Server, s3_prefix: str, topic_name: str, tmp_path: Path
 ) -> None:
@@ -208,3 +212,27 @@ def test_local_mode_lands_every_record_once_with_executors_and_the_driver_killed
     assert s3.incomplete_uploads(s3_prefix) == []
     assert state_committed(state) == latest
     assert group_offsets(kafka.bootstrap, "lake", topic_name) == latest
+
+
+def test_local_mode_into_a_directory(kafka: KafkaBroker, topic_name: str, tmp_path: Path) -> None:
+    kafka.create_topic(topic_name, partitions=2)
+    produce_mixed(kafka, topic_name, 900, 2)
+    spec = {
+        "topics": [topic_name],
+        "batchInterval": "200ms",
+        "rate": {"maxPerPartition": 1_000},
+        "processor": {"sink": "parquet", "options": {"url": "lake", "compression": "snappy"}},
+    }
+    manifest = write_stream(tmp_path / "s.yaml", "dirlake", kafka.bootstrap, spec)
+    done = subprocess.run(
+        [*CLI, "run", str(manifest), "--until-caught-up", "--state-dir", str(tmp_path / "state")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    latest = latest_offsets(kafka.bootstrap, topic_name)
+    # A relative url is relative to the executors' working directory (local mode: the run's).
+    assert assert_exactly_once(DirectoryObjects(), str(tmp_path / "lake"), kafka.bootstrap, latest) >= 2 * 3

@@ -134,3 +134,13 @@ def test_an_aborted_range_leaves_nothing_and_a_killed_attempts_temp_file_is_remo
     leftover.write_bytes(b"partial")
     write(tmp_path, [MESSAGES])
     assert sorted(p.name for p in folder.iterdir()) == [object_name(RANGE).rsplit("/", 1)[1]]
+
+
+def test_a_relative_directory_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(Path("lake"), [MESSAGES[:10]], OffsetRange("clicks", 2, 100, 110))
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")] == [
+        "lake/clicks/2/00000000000000000100-00000000000000000110.parquet"
+    ]

@@ -101,11 +101,10 @@ class FileTarget:
 
 
 class DirectoryStore:
-    def __init__(self, directory: str) -> None:
-        self.directory = Path(directory)
+    """Files under a directory; a target's key is its whole path (``ParquetOptions.key``)."""
 
     def target(self, key: str) -> Target:
-        return FileTarget(self.directory / key)
+        return FileTarget(Path(key))
 
     def close(self) -> None:
         return None
@@ -263,4 +262,4 @@ class S3Store:
 
 
 def open_store(options: ParquetOptions) -> Store:
-    return S3Store(options) if options.on_s3 else DirectoryStore(options.prefix)
+    return S3Store(options) if options.on_s3 else DirectoryStore()
