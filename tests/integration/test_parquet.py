@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Producer
 
 from directstream.executor.contract import OffsetRange
-from directstream.executor.parquet_options import object_name
+from directstream.executor.contract.parquet import object_name
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.local_mode import (
     CLI,

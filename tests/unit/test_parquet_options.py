@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from directstream.executor import parquet_options as po
 from directstream.executor.contract import OffsetRange
-from directstream.executor.parquet_options import ParquetOptionsError, parse_parquet_options
+from directstream.executor.contract import parquet as po
+from directstream.executor.contract.parquet import ParquetOptionsError, parse_parquet_options
 from directstream.operator.core.spec import SpecError, parse_stream
 from tests.crd_support import MINIMAL, node_at, schema_errors
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from directstream.executor.contract import OffsetRange
-from directstream.executor.parquet_options import object_name
+from directstream.executor.contract.parquet import object_name
 from directstream.executor.processors.parquet import SCHEMA, ParquetProcessor
 
 RANGE = OffsetRange("clicks", 2, 100, 400)

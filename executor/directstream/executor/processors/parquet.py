@@ -2,7 +2,7 @@
 directory, invisible until complete (see :mod:`.parquet_store`).
 
 Layout: ``<prefix>/<topic>/<partition>/<from:020d>-<until:020d>.parquet`` (options in
-:mod:`directstream.executor.parquet_options`). A range with no records (empty, or only gaps) still
+:mod:`directstream.executor.contract.parquet`). A range with no records (empty, or only gaps) still
 gets its object, with the schema and no rows: the object's existence says the range was processed.
 
 Columns, one row per record:
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Message
 
 from directstream.executor.contract import OffsetRange, WorkUnit
-from directstream.executor.parquet_options import ParquetOptions, parse_parquet_options
+from directstream.executor.contract.parquet import ParquetOptions, parse_parquet_options
 from directstream.executor.processors.base import BaseProcessor
 from directstream.executor.processors.parquet_store import Store, Target, open_store
 from directstream.executor.records import KafkaRecord

@@ -28,8 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from directstream.executor.contract.parquet import ParquetOptions
 from directstream.executor.errors import ConfigurationError
-from directstream.executor.parquet_options import ParquetOptions
 
 log = logging.getLogger(__name__)
 

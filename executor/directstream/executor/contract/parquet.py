@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from directstream.executor.contract import OffsetRange
-from directstream.executor.errors import ConfigurationError
+from .errors import ConfigurationError
+from .units import OffsetRange
 
 __all__ = [
     "COMPRESSIONS",
