@@ -5,17 +5,12 @@ Layout: ``<prefix>/<topic>/<partition>/<from:020d>-<until:020d>.parquet`` (optio
 :mod:`directstream.executor.contract.parquet`). A range with no records (empty, or only gaps) still
 gets its object, with the schema and no rows: the object's existence says the range was processed.
 
-Columns, one row per record:
+Columns, one row per record (statistics only where they let readers skip row groups):
 
-====================  ============================================  ==========================
-``topic``             string                                        dictionary-encoded
-``partition``         int32
-``offset``            int64                                         min/max per row group
-``timestamp``         timestamp[ms, UTC], null when the record has   min/max per row group
-                      none
-``key``, ``value``    binary, null when absent                       the exact bytes
-``headers``           list<struct<key: string, value: binary>>      in record order; [] when none
-====================  ============================================  ==========================
+- ``topic`` string (dictionary-encoded), ``partition`` int32, ``offset`` int64;
+- ``timestamp`` timestamp[ms, UTC], null when the record has none;
+- ``key``, ``value`` binary: the exact bytes, null when absent;
+- ``headers`` list<struct<key: string, value: binary>> in record order, [] when none.
 
 Determinism: a replayed range must produce the same object, so row groups are cut by the records
 alone (``rowGroupRecords`` records, or once keys and values reach ``rowGroupBytes``), never by how
