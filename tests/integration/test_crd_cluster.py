@@ -151,6 +151,21 @@ INVALID = [
         "greater than or equal to 0",
     ),
     ("jsonl without directory", _set("processor", {"sink": "jsonl"}), "options.directory"),
+    (
+        "parquet without url",
+        _set("processor", {"sink": "parquet"}),
+        "the parquet sink needs spec.processor.options.url",
+    ),
+    (
+        "parquet with a bad bucket",
+        _set("processor", {"sink": "parquet", "options": {"url": "s3://Lake_Bucket/raw"}}),
+        "spec.processor.options.url",
+    ),
+    (
+        "parquet with an unknown codec",
+        _set("processor", {"sink": "parquet", "options": {"url": "s3://lake/raw", "compression": "xz"}}),
+        'supported values: "zstd", "snappy"',
+    ),
     ("bad topic", _set("topics", [".."]), "spec.topics[0]"),
     ("no port", _set("kafka/bootstrapServers", "k1"), "spec.kafka.bootstrapServers"),
 ]
