@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.claims",
     "tests.harness.operator_fixtures",
     "tests.harness.postgres_fixtures",
+    "tests.harness.s3_fixtures",
 ]

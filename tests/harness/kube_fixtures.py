@@ -70,6 +70,18 @@ def poll_until(what: str, check: Callable[[], Any], timeout: float = 60, every: 
         time.sleep(every)
 
 
+def wait_crd_established(kube: Kube, crd: str, timeout: float = 60) -> None:
+    """Until the API server serves the CRD. (``kubectl wait --for=condition=Established`` fails at once
+    instead of waiting when it finds the new CRD's status without conditions yet.)"""
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established() -> bool:
+        proc = kube.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
+        return proc.returncode == 0 and proc.stdout.strip() == "True"
+
+    poll_until(f"CRD {crd} to be established", established, timeout=timeout)
+
+
 def _cluster_env() -> dict[str, str]:
     out = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
     env = {}
@@ -111,18 +123,6 @@ def kube() -> Iterator[Kube]:
         yield Kube(env["KUBECONFIG"], bin_dir)
     finally:
         subprocess.run(["bash", str(CLUSTER_SH), "down"], capture_output=True, check=False)
-
-
-def wait_established(kube: Kube, crd: str, timeout: float = 60) -> None:
-    """Wait for a CRD to be served. Polled: right after a CRD is created its status has no conditions
-    yet, and `kubectl wait --for=condition=Established` fails on that instead of waiting."""
-    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
-
-    def established() -> bool:
-        out = kube.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
-        return out.stdout == "True"
-
-    kube.wait_for(f"CRD {crd} Established", established, timeout=timeout)
 
 
 def enforce_restricted(kube: Kube, namespace: str) -> None:

@@ -14,7 +14,7 @@ from kubernetes import client
 
 from directstream.operator.core.spec import SpecError, parse_stream
 from tests.crd_support import CRD_PATH, MINIMAL, node_at
-from tests.harness.kube_fixtures import Kube, wait_established
+from tests.harness.kube_fixtures import Kube, wait_crd_established
 
 pytestmark = pytest.mark.k8s
 GROUP, VERSION, PLURAL = "directstream.io", "v1alpha1", "directstreams"
@@ -32,7 +32,7 @@ def crd(kube: Kube) -> str:
         "-f",
         str(CRD_PATH),
     )
-    wait_established(kube, "directstreams.directstream.io")
+    wait_crd_established(kube, "directstreams.directstream.io")
     return "directstreams.directstream.io"
 
 

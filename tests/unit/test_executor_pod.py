@@ -359,6 +359,17 @@ def test_where_the_jsonl_directory_may_be(
         assert found is not None and verdict in found
 
 
+def test_parquet_into_a_directory_needs_a_volume_and_into_s3_does_not() -> None:
+    doc = stream()
+    doc["spec"]["processor"] = {"sink": "parquet", "options": {"url": "/data/clicks"}}
+    assert "/data/clicks is not on a volume mounted" in problems(doc)["spec.processor.options.url"]
+    doc["spec"]["executors"] = {"volumes": [PVC], "volumeMounts": [AT_DATA]}
+    assert problems(doc) == {}
+    doc = stream()
+    doc["spec"]["processor"] = {"sink": "parquet", "options": {"url": "s3://bucket/clicks"}}
+    assert problems(doc) == {}
+
+
 def test_other_sinks_need_no_volume() -> None:
     doc = stream()
     doc["spec"]["processor"] = {"sink": "count"}

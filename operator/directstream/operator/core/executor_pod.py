@@ -7,9 +7,9 @@
   ``spec.executors.securityContext`` (pod) and ``containerSecurityContext`` override the defaults
   field by field: a field given replaces the default of that name (``capabilities`` as a whole).
 - **Durable output.** ``spec.executors.volumes``/``volumeMounts`` reach the pod as written. In
-  cluster mode a sink writing files (jsonl) must write to a writable volume that outlives the pod
-  (``cluster_spec_problems``): the container's own filesystem is gone with the pod, and the offsets
-  are committed after it.
+  cluster mode a sink writing files (jsonl, parquet to a directory) must write to a writable
+  volume that outlives the pod (``cluster_spec_problems``): the container's own filesystem is
+  gone with the pod, and the offsets are committed after it.
 - **The default image** is the executor image of the operator's own version (``default_executor_image``).
 """
 
@@ -78,8 +78,9 @@ _NOT_DURABLE = {
     "gitRepo": "a gitRepo volume, deleted with each executor pod",
 }
 _TAG_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
-# Sinks that write files into a local directory, and the option naming it.
-LOCAL_OUTPUT_OPTIONS = {"jsonl": "directory"}
+# Sinks that may write files into a local directory, and the option naming it (parquet: a url that is
+# not s3://).
+LOCAL_OUTPUT_OPTIONS = {"jsonl": "directory", "parquet": "url"}
 
 
 def _merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def _output_problem(spec: StreamSpec) -> tuple[str, str] | None:
     """(option, problem) when a sink's output directory would not outlive the executor pod."""
     option = LOCAL_OUTPUT_OPTIONS.get(spec.processor.sink)
     directory = spec.processor.options.get(option) if option else None
-    if option is None or not isinstance(directory, str):
+    if option is None or not isinstance(directory, str) or directory.startswith("s3://"):
         return None
     problem = _directory_problem(spec, directory)
     return (option, problem) if problem else None
