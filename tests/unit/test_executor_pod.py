@@ -23,6 +23,8 @@ from directstream.operator.core.executor_pod import (
     parse_cluster_spec,
 )
 from directstream.operator.core.manifests import LABEL_STREAM, build_executor_job
+from directstream.operator.core.pinning import PinnedAttempt, pin
+from directstream.operator.core.planning import BatchPlan
 from directstream.operator.core.spec import SpecError, StreamSpec, parse_stream
 from directstream.operator.operator_main import build_parser, executor_image
 from tests.crd_support import MINIMAL
@@ -437,3 +439,25 @@ def test_junk_pod_settings_never_crash_the_parser_the_checks_or_the_builder(
         return
     cluster_spec_problems(spec)
     job_of(doc)
+
+
+def test_the_pod_settings_are_pinned_with_the_attempt() -> None:
+    plan = BatchPlan(batch_id=3, ranges=(OffsetRange("clicks", 0, 0, 10),))
+    every = stream(
+        volumes=[PVC],
+        volumeMounts=[AT_DATA],
+        securityContext={"runAsUser": 1000},
+        containerSecurityContext={"readOnlyRootFilesystem": False},
+        podLabels={"team": "ads"},
+        podAnnotations={"a": "b"},
+        priorityClassName="batch-low",
+        imagePullPolicy="Always",
+        imagePullSecrets=[{"name": "registry"}],
+        affinity={"nodeAffinity": {}},
+    )
+    pinned = pin(parse_stream(every), plan)
+    # A retry rebuilds its Job from the record: every pod setting comes back as it was planned.
+    assert PinnedAttempt.from_json(pinned.to_json()).executors == parse_stream(every).executors
+    moved = copy.deepcopy(every)
+    moved["spec"]["executors"]["volumeMounts"] = [{"name": "out", "mountPath": "/elsewhere"}]
+    assert pin(parse_stream(moved), plan).digest != pinned.digest
