@@ -15,15 +15,21 @@ JSON encoding of one record (jsonl and stdout sinks)::
 - ``headers`` is a list of ``[name, text-or-null]`` in record order (names may repeat). A header
   value that is not valid UTF-8 becomes ``[name, null, base64]``: element 1 stays "text or null"
   for readers that only want text, element 2 carries the exact bytes.
+
+The chunk encoder builds one ``msgspec`` struct per record from columns taken with C-level ``map``
+calls and encodes the whole chunk with one ``encode_lines`` call: about 10x faster than building a
+dict per record and encoding it with :mod:`json` (``bench/drain_rates.py`` measures the sink), with
+byte-identical output. ``record_to_json`` is the per-record reference form of the same object.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any, Protocol
 
+import msgspec
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 # A consumed record's headers come as a list; a dict is accepted for records built by hand.
@@ -45,6 +51,11 @@ class KafkaRecord(Protocol):
 # Unbound C methods: map() over them keeps per-record work out of the Python interpreter.
 message_key = Message.key
 message_offset = Message.offset
+message_value = Message.value
+message_topic = Message.topic
+message_partition = Message.partition
+message_timestamp = Message.timestamp
+message_headers = Message.headers
 
 
 def payload_bytes(records: Sequence[KafkaRecord]) -> int:
@@ -91,11 +102,124 @@ def record_to_json(record: KafkaRecord) -> dict[str, Any]:
     return doc
 
 
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_Unset = msgspec.UnsetType
+_UNSET = msgspec.UNSET
+
+
+class _JsonRecord(msgspec.Struct, gc=False, rename="camel"):
+    """One record's JSON object. Field order is the documented key order; an ``UNSET`` field is
+    left out (``key`` xor ``keyBase64``); ``bytes`` encode as standard base64. ``gc=False``: a
+    chunk's structs hold only strings, ints and header lists, never cycles."""
+
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    timestamp: int | None
+    key: str | _Unset | None
+    key_base64: bytes | _Unset  # "keyBase64"
+    value: str | _Unset | None
+    value_base64: bytes | _Unset
+    headers: Sequence[Sequence[str | bytes | None]]
+
+
+_encoder = msgspec.json.Encoder()
+_NO_HEADERS: tuple[()] = ()
+
+# (text column, base64 column) for keys or values: text or None where the record has it as such,
+# UNSET where the bytes are not UTF-8 (the base64 column then holds them).
+_Columns = tuple[Iterable[str | _Unset | None], Iterable[bytes | _Unset]]
+
+
+def _byte_columns(data: list[bytes | None]) -> _Columns:
+    count = len(data)
+    nulls = data.count(None)
+    if nulls == count:  # the common null-key case stays in C
+        return repeat(None, count), repeat(_UNSET, count)
+    if not nulls:
+        try:
+            return list(map(bytes.decode, data)), repeat(_UNSET, count)  # type: ignore[arg-type]
+        except UnicodeDecodeError:
+            pass  # some are binary: sort them out one by one
+    text: list[str | _Unset | None] = []
+    binary: list[bytes | _Unset] = []
+    for item in data:
+        if item is None:
+            text.append(None)
+            binary.append(_UNSET)
+            continue
+        try:
+            text.append(item.decode("utf-8"))
+            binary.append(_UNSET)
+        except UnicodeDecodeError:
+            text.append(_UNSET)
+            binary.append(item)
+    return text, binary
+
+
+def _header_json(headers: Headers | None) -> Sequence[Sequence[str | bytes | None]]:
+    if not headers:
+        return _NO_HEADERS
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    entries: list[Sequence[str | bytes | None]] = []
+    for name, data in pairs:
+        if data is None or isinstance(data, str):
+            entries.append((name, data))
+            continue
+        try:
+            entries.append((name, data.decode("utf-8")))
+        except UnicodeDecodeError:
+            entries.append((name, None, data))  # bytes: encoded as base64
+    return entries
+
+
+def _json_records(records: Sequence[KafkaRecord]) -> Iterable[_JsonRecord]:
+    """One struct per record, built column by column; columns come from ``Message``'s unbound C
+    methods, or from each record's methods when the records are other ``KafkaRecord`` s."""
+    messages: Any = records
+    try:
+        topics = list(map(message_topic, messages))
+        partitions = list(map(message_partition, messages))
+        offsets = list(map(message_offset, messages))
+        stamps = list(map(message_timestamp, messages))
+        keys = list(map(message_key, messages))
+        values = list(map(message_value, messages))
+        headers = list(map(message_headers, messages))
+    except TypeError:  # not confluent_kafka Messages (records built by hand)
+        topics = [r.topic() for r in records]
+        partitions = [r.partition() for r in records]
+        offsets = [r.offset() for r in records]
+        stamps = [r.timestamp() for r in records]
+        keys = [r.key() for r in records]
+        values = [r.value() for r in records]
+        headers = [r.headers() for r in records]
+    count = len(records)
+    timestamps = [None if kind == TIMESTAMP_NOT_AVAILABLE else stamp for kind, stamp in stamps]
+    key_text, key_binary = _byte_columns(keys)
+    value_text, value_binary = _byte_columns(values)
+    header_json: Iterable[Sequence[Sequence[str | bytes | None]]] = (
+        repeat(_NO_HEADERS, count) if headers.count(None) == count else map(_header_json, headers)
+    )
+    return map(
+        _JsonRecord,
+        topics,
+        partitions,
+        offsets,
+        timestamps,
+        key_text,
+        key_binary,
+        value_text,
+        value_binary,
+        header_json,
+    )
+
+
+def encode_json_lines(records: Sequence[KafkaRecord]) -> bytes:
+    """``records`` as UTF-8 JSON lines, each terminated by a newline (one encoder call per chunk)."""
+    if not records:
+        return b""
+    return _encoder.encode_lines(list(_json_records(records)))
 
 
 def json_lines(records: Sequence[KafkaRecord]) -> str:
     """``records`` as JSON lines, each terminated by a newline."""
-    lines = [_encode_json(record_to_json(record)) for record in records]
-    lines.append("")
-    return "\n".join(lines)
+    return encode_json_lines(records).decode("utf-8")

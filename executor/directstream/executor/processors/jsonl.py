@@ -1,7 +1,8 @@
 """The ``jsonl`` sink: one JSON-lines file per range, replaced atomically.
 
 Layout: ``<directory>/<topic>/<partition>/<from:020d>-<until:020d>.jsonl``, one JSON object per
-record (encoding in :mod:`directstream.executor.records`). The file is written under a hidden
+record (encoding in :mod:`directstream.executor.records`; each chunk is encoded in one call and
+written as one block of UTF-8 bytes). The file is written under a hidden
 temporary name in the same directory (``.<from>-<until>.jsonl.<random>.tmp``), fsynced, then renamed
 over the final name and the directory fsynced. So a retried range replaces its file instead of
 duplicating it, and a killed executor never leaves a partial file at the final name.
@@ -16,12 +17,12 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from directstream.executor.contract import OffsetRange
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors.base import BaseProcessor
-from directstream.executor.records import KafkaRecord, json_lines
+from directstream.executor.records import KafkaRecord, encode_json_lines
 
 
 def range_path(directory: Path, range_: OffsetRange) -> Path:
@@ -44,7 +45,9 @@ class _RangeFile:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         self.temp = Path(name)
-        self.file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20)
+        # A chunk's block (~1.5 MB for 10,000 small records) goes straight to the file; the buffer
+        # only gathers small chunks.
+        self.file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
 
     def commit(self) -> None:
         self.file.flush()
@@ -74,7 +77,7 @@ class JsonlProcessor(BaseProcessor):
         return open_file
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
-        self._file(range_).file.write(json_lines(records))
+        self._file(range_).file.write(encode_json_lines(records))
 
     def close_range(self, range_: OffsetRange) -> None:
         self._file(range_).commit()
