@@ -11,11 +11,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 from hypothesis import given
 from hypothesis import strategies as st
 
 from directstream.executor.contract import OffsetRange
+from directstream.executor.processors import jsonl
 from directstream.executor.processors.jsonl import JsonlProcessor, range_path
 from directstream.executor.records import (
     Headers,
@@ -165,7 +167,11 @@ def test_empty_chunk_is_empty() -> None:
     assert encode_json_lines([]) == b"" and json_lines([]) == ""
 
 
-def test_jsonl_files_hold_exactly_the_previous_encoding(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writeback_bytes", [jsonl.WRITEBACK_BYTES, 1_000])
+def test_jsonl_files_hold_exactly_the_previous_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writeback_bytes: int
+) -> None:
+    monkeypatch.setattr(jsonl, "WRITEBACK_BYTES", writeback_bytes)  # 1,000: the writeback hint per chunk
     range_ = OffsetRange("t", 0, 0, 300)
     chunks = [
         [message(i, key=b"k%d" % i) for i in range(100)],

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 import msgspec
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
+from directstream.executor.contract import OffsetRange
+
 # A consumed record's headers come as a list; a dict is accepted for records built by hand.
 Headers = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
 
@@ -172,28 +174,35 @@ def _header_json(headers: Headers | None) -> Sequence[Sequence[str | bytes | Non
     return entries
 
 
-def _json_records(records: Sequence[KafkaRecord]) -> Iterable[_JsonRecord]:
+def _json_records(records: Sequence[KafkaRecord], range_: OffsetRange | None) -> Iterable[_JsonRecord]:
     """One struct per record, built column by column; columns come from ``Message``'s unbound C
     methods, or from each record's methods when the records are other ``KafkaRecord`` s."""
     messages: Any = records
+    count = len(records)
+    not_available = TIMESTAMP_NOT_AVAILABLE
+    topics: Iterable[str | None]
+    partitions: Iterable[int | None]
     try:
-        topics = list(map(message_topic, messages))
-        partitions = list(map(message_partition, messages))
+        if range_ is None:
+            topics = list(map(message_topic, messages))
+            partitions = list(map(message_partition, messages))
+        else:
+            topics, partitions = repeat(range_.topic, count), repeat(range_.partition, count)
         offsets = list(map(message_offset, messages))
-        stamps = list(map(message_timestamp, messages))
         keys = list(map(message_key, messages))
         values = list(map(message_value, messages))
         headers = list(map(message_headers, messages))
+        # Each (type, timestamp) tuple is freed as soon as it is unpacked: a list of 10,000 live
+        # tuples would trigger young garbage collections (and, through them, full ones).
+        timestamps = [None if kind == not_available else at for kind, at in map(message_timestamp, messages)]
     except TypeError:  # not confluent_kafka Messages (records built by hand)
         topics = [r.topic() for r in records]
         partitions = [r.partition() for r in records]
         offsets = [r.offset() for r in records]
-        stamps = [r.timestamp() for r in records]
         keys = [r.key() for r in records]
         values = [r.value() for r in records]
         headers = [r.headers() for r in records]
-    count = len(records)
-    timestamps = [None if kind == TIMESTAMP_NOT_AVAILABLE else stamp for kind, stamp in stamps]
+        timestamps = [None if kind == not_available else at for kind, at in (r.timestamp() for r in records)]
     key_text, key_binary = _byte_columns(keys)
     value_text, value_binary = _byte_columns(values)
     header_json: Iterable[Sequence[Sequence[str | bytes | None]]] = (
@@ -213,11 +222,13 @@ def _json_records(records: Sequence[KafkaRecord]) -> Iterable[_JsonRecord]:
     )
 
 
-def encode_json_lines(records: Sequence[KafkaRecord]) -> bytes:
-    """``records`` as UTF-8 JSON lines, each terminated by a newline (one encoder call per chunk)."""
+def encode_json_lines(records: Sequence[KafkaRecord], range_: OffsetRange | None = None) -> bytes:
+    """``records`` as UTF-8 JSON lines, each terminated by a newline (one encoder call per chunk).
+    With ``range_``, every record is of that range (a processor's chunk) and its topic and
+    partition are taken from it."""
     if not records:
         return b""
-    return _encoder.encode_lines(list(_json_records(records)))
+    return _encoder.encode_lines(list(_json_records(records, range_)))
 
 
 def json_lines(records: Sequence[KafkaRecord]) -> str:
