@@ -32,7 +32,7 @@ lint: install ## ruff, mypy --strict and the import contracts
 	$(VENV)/bin/ruff check operator executor tests bench hack
 	$(VENV)/bin/ruff format --check operator executor tests bench hack
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports --config pyproject.toml
+	$(VENV)/bin/lint-imports pyproject.toml
 
 fmt: install ## format and auto-fix
 	$(VENV)/bin/ruff format operator executor tests bench hack

@@ -28,12 +28,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from directstream.executor.contract import ExecutorResult, WorkUnit
 from directstream.operator.adapters.kafka import KafkaOffsets, KafkaOffsetsPort
-from directstream.operator.adapters.local_launcher import LocalLauncher
-from directstream.operator.adapters.local_state import LocalStateStore
+from directstream.operator.adapters.local.launcher import LocalLauncher
+from directstream.operator.adapters.local.state import LocalStateStore
+from directstream.operator.core.events import Event
 from directstream.operator.core.spec import parse_stream
 from directstream.operator.core.work import executor_kafka_settings
 from directstream.operator.driver import Driver
-from directstream.operator.ports import DriverEvent
 
 
 class TimedLauncher:
@@ -87,7 +87,7 @@ async def run(bootstrap: str, batches: int, records: int) -> None:
     )
     store = LocalStateStore(work / "state")
     launcher = TimedLauncher(LocalLauncher(work / "attempts"))
-    events: list[DriverEvent] = []
+    events: list[Event] = []
     driver = Driver(
         spec,
         offsets=KafkaOffsetsPort(KafkaOffsets(spec)),

@@ -53,23 +53,25 @@ class Run:
     """One ``directstream-executor`` process."""
 
     def __init__(self, doc: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None) -> None:
-        self.result_file = tmp_path / f"result-{uuid.uuid4().hex[:8]}.json"
-        self.proc = subprocess.Popen(
-            [str(EXECUTOR), "--work-unit", "-", "--result-file", str(self.result_file)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(doc))
-        self.proc.stdin.close()
+        name = uuid.uuid4().hex[:8]
+        self.result_file = tmp_path / f"result-{name}.json"
+        unit_file = tmp_path / f"unit-{name}.json"
+        unit_file.write_text(json.dumps(doc))
+        # Output to files, not pipes: executors that run side by side (and wait for each other)
+        # must never block on a pipe that the test reads only after another process ended.
+        self.stderr_file = tmp_path / f"executor-{name}.log"
+        with self.stderr_file.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                [str(EXECUTOR), "--work-unit", str(unit_file), "--result-file", str(self.result_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env={**os.environ, **(env or {})},
+            )
 
     def wait(self, timeout: float = 120) -> tuple[int, str, ExecutorResult | None]:
-        assert self.proc.stderr is not None
-        stderr = self.proc.stderr.read()
         code = self.proc.wait(timeout)
+        stderr = self.stderr_file.read_text()
         assert "Traceback" not in stderr, stderr
         result = ExecutorResult.loads(self.result_file.read_text()) if self.result_file.exists() else None
         return code, stderr, result
@@ -77,9 +79,6 @@ class Run:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(30)
-        for stream in (self.proc.stderr, self.proc.stdout):
-            if stream is not None:
-                stream.close()
 
 
 def run(doc: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -3,20 +3,22 @@
 import io
 
 from directstream.operator.cli_render import ProgressPrinter, table
-from directstream.operator.ports import DriverEvent
+from directstream.operator.core import events as ev
 
 
-def committed(batch: int, records: int) -> DriverEvent:
+def committed(batch: int, records: int) -> ev.Committed:
     message = f"batch {batch} committed: {records} records in 0.50s, lag 0"
-    return DriverEvent("committed", message, batch, fields={"records": records, "seconds": 0.5, "lag": 0})
+    return ev.Committed(
+        message=message, batch_id=batch, records=records, bytes=0, seconds=0.5, lag=0, attempts=1
+    )
 
 
 def test_a_terminal_gets_one_live_line_and_warnings_above_it():
     out = io.StringIO()
     printer = ProgressPrinter(out, live=True)
-    printer(DriverEvent("planned", "batch 1: 2 ranges, 100 offsets", 1, fields={"offsets": 100}))
+    printer(ev.Planned(message="batch 1: 2 ranges, 100 offsets", batch_id=1, offsets=100, ranges=2))
     printer(committed(1, 100))
-    printer(DriverEvent("retrying", "batch 2 attempt 1 failed", 2, warning=True))
+    printer(ev.Retrying(message="batch 2 attempt 1 failed", batch_id=2, attempt=2, failures=1))
     printer.close()
     text = out.getvalue()
     assert text.count("\r\x1b[K") >= 3, "the status line is rewritten in place"
@@ -31,7 +33,7 @@ def test_plain_output_has_one_line_per_event_and_collapses_idle_ticks():
     printer = ProgressPrinter(out, live=False)
     printer(committed(1, 1000))
     for _ in range(5):
-        printer(DriverEvent("idle", "no new records", fields={"lag": 0}))
+        printer(ev.Idle(message="no new records", lag=0))
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert "batch 1 committed: 1000 records" in lines[0] and "(2,000 records/s)" in lines[0]

@@ -491,7 +491,6 @@ def test_status_schema_accepts_what_build_status_writes() -> None:
         conditions=conditions,
         latest=latest,
         job_name="clicks-8-2",
-        applied_reset="r2",
         now_iso="2026-11-01T00:00:05Z",
         executors=progress,
     )

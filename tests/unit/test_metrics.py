@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
+from directstream.operator.core import events as ev
+from directstream.operator.hosts.cluster import StreamContext, no_metrics
 from directstream.operator.metrics import (
     BATCH_OUTCOMES,
     PARTITION_SERIES_LIMIT,
@@ -17,8 +20,6 @@ from directstream.operator.metrics import (
     record_event,
     record_status,
 )
-from directstream.operator.ports import DriverEvent
-from directstream.operator.stream_runner import StreamContext, no_metrics
 
 NS, STREAM = "team-a", "clicks"
 LABELS = {"namespace": NS, "stream": STREAM}
@@ -44,9 +45,9 @@ def test_a_new_stream_exports_zeroed_counters(metrics: OperatorMetrics):
 
 
 def test_committed_batches_add_records_bytes_duration_lag_and_attempts(metrics: OperatorMetrics):
-    fields = {"records": 300, "bytes": 4096, "seconds": 1.5, "lag": 20, "attempts": 2}
-    record_event(metrics, NS, STREAM, "committed", fields)
-    record_event(metrics, NS, STREAM, "committed", {**fields, "records": 200, "lag": 0, "attempts": 1})
+    first = ev.Committed(message="", records=300, bytes=4096, seconds=1.5, lag=20, attempts=2)
+    record_event(metrics, NS, STREAM, first)
+    record_event(metrics, NS, STREAM, replace(first, records=200, lag=0, attempts=1))
     assert value(metrics, "directstream_batches_total", outcome="committed") == 2
     assert value(metrics, "directstream_records_total") == 500
     assert value(metrics, "directstream_bytes_total") == 8192
@@ -59,8 +60,8 @@ def test_committed_batches_add_records_bytes_duration_lag_and_attempts(metrics: 
 
 
 def test_idle_sets_lag_and_launched_sets_the_attempt(metrics: OperatorMetrics):
-    record_event(metrics, NS, STREAM, "idle", {"lag": 7})
-    record_event(metrics, NS, STREAM, "launched", {"executors": 2, "attempt": 3})
+    record_event(metrics, NS, STREAM, ev.Idle(message="", lag=7))
+    record_event(metrics, NS, STREAM, ev.Launched(message="", executors=2, attempt=3))
     assert value(metrics, "directstream_lag_records") == 7
     assert value(metrics, "directstream_batch_attempts") == 3
 
@@ -70,11 +71,11 @@ def test_retries_failures_and_data_loss_are_counted_by_outcome(metrics: Operator
         "batch 4 attempt 1 failed, retrying the same ranges in 1.0s: executor 0 at t[1] offset 5: boom; "
         "executor 2: exited with code 1"
     )
-    record_event(metrics, NS, STREAM, "retrying", {"attempt": 2, "failures": 2}, warning=True, message=retry)
+    record_event(metrics, NS, STREAM, ev.Retrying(message=retry, attempt=2, failures=2))
     failed = "batch 4 failed 3 time(s) (maxAttempts 3); committed offsets unchanged: executor 1: boom"
-    record_event(metrics, NS, STREAM, "failed", {"failures": 1}, warning=True, message=failed)
-    record_event(metrics, NS, STREAM, "failed", {"reason": "DataLoss"}, warning=True, message="offsets lost")
-    record_event(metrics, NS, STREAM, "data-loss", {"lost": 40}, warning=True, message="skipping")
+    record_event(metrics, NS, STREAM, ev.BatchGaveUp(message=failed, failures=1))
+    record_event(metrics, NS, STREAM, ev.DataLossRefused(message="offsets lost"))
+    record_event(metrics, NS, STREAM, ev.DataLossSkipped(message="skipping", lost=40))
     assert value(metrics, "directstream_batches_total", outcome="retried") == 1
     assert value(metrics, "directstream_batches_total", outcome="failed") == 1
     assert value(metrics, "directstream_batches_total", outcome="data_loss") == 2
@@ -85,8 +86,15 @@ def test_retries_failures_and_data_loss_are_counted_by_outcome(metrics: Operator
 
 
 def test_events_without_metrics_change_nothing(metrics: OperatorMetrics):
-    for kind in ("started", "planned", "resumed", "drift", "rewound", "stopped"):
-        record_event(metrics, NS, STREAM, kind, {"offsets": 5})
+    for event in (
+        ev.Started(message=""),
+        ev.Planned(message="", offsets=5, ranges=1),
+        ev.Resumed(message="", attempt=1, offsets=5),
+        ev.Drift(message=""),
+        ev.Rewound(message="", partitions=1, moved=1),
+        ev.Stopped(message=""),
+    ):
+        record_event(metrics, NS, STREAM, event)
     assert value(metrics, "directstream_records_total") is None
     assert value(metrics, "directstream_batches_total", outcome="committed") is None
 
@@ -132,8 +140,8 @@ def test_partition_series_are_bounded_to_the_most_lagging(metrics: OperatorMetri
 
 def test_the_stream_hook_records_events_and_status(metrics: OperatorMetrics):
     hook = metrics.for_stream(NS, STREAM)
-    event = DriverEvent(
-        "committed", "batch 1 committed", 1, fields={"records": 3, "bytes": 9, "seconds": 0.2}
+    event = ev.Committed(
+        message="batch 1 committed", batch_id=1, records=3, bytes=9, seconds=0.2, lag=2, attempts=1
     )
     hook(event, "Running", {("t", 0): 3}, {("t", 0): 5})
     assert value(metrics, "directstream_records_total") == 3
@@ -145,9 +153,12 @@ def test_forget_removes_every_series_of_the_stream(metrics: OperatorMetrics):
     hook = metrics.for_stream(NS, STREAM)
     keep = metrics.for_stream(NS, "stays")
     hook(
-        DriverEvent("retrying", "x: executor 0: boom", warning=True), "Running", {("t", 0): 1}, {("t", 0): 2}
+        ev.Retrying(message="x: executor 0: boom", attempt=2, failures=1),
+        "Running",
+        {("t", 0): 1},
+        {("t", 0): 2},
     )
-    keep(DriverEvent("idle", "no new records", fields={"lag": 0}), "Running", {}, None)
+    keep(ev.Idle(message="no new records", lag=0), "Running", {}, None)
     metrics.forget(NS, STREAM)
     text = generate_latest(metrics.registry).decode()
     assert 'stream="clicks"' not in text
@@ -159,14 +170,17 @@ def test_forget_removes_every_series_of_the_stream(metrics: OperatorMetrics):
     assert "directstream_streams{" not in generate_latest(metrics.registry).decode()
 
 
-def test_the_runner_records_nothing_by_default():
+def test_the_cluster_host_records_nothing_by_default():
     assert StreamContext.__dataclass_fields__["metrics"].default is no_metrics
 
 
 def _exported_names(metrics: OperatorMetrics) -> set[str]:
     metrics.for_stream(NS, STREAM)
     record_status(metrics, NS, STREAM, phase="Running", committed={("t", 0): 1}, latest={("t", 0): 2})
-    record_event(metrics, NS, STREAM, "committed", {"lag": 1, "attempts": 1}, warning=True)
+    record_event(
+        metrics, NS, STREAM, ev.Committed(message="", records=0, bytes=0, seconds=0, lag=1, attempts=1)
+    )
+    record_event(metrics, NS, STREAM, ev.Drift(message="a warning"))
     return {sample.name for family in metrics.registry.collect() for sample in family.samples}
 
 

@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from directstream.executor.contract import OffsetRange
+from directstream.operator.core import events as ev
 from directstream.operator.core.job_results import JobProgress
 from directstream.operator.core.planning import BatchPlan, DataLoss
 from directstream.operator.core.rate import RateState
 from directstream.operator.core.state import LedgerEntry, PendingBatch, StreamState
 from directstream.operator.core.status import (
     CONDITION_TYPES,
-    KNOWN_EVENT_KINDS,
-    apply_outcome,
     build_status,
     format_time,
     get_condition,
     lag_summary,
-    outcome_for_event,
     set_condition,
     state_from_status,
 )
-from directstream.operator.ports import EventKind
+from directstream.operator.core.status_fold import StatusView, fold, outcome_of
 
 T1, T2, T3 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
 REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
@@ -64,7 +63,6 @@ def status_of(state: StreamState, **overrides: Any) -> dict[str, Any]:
         "conditions": [],
         "latest": None,
         "job_name": None,
-        "applied_reset": None,
         "now_iso": T1,
     }
     arguments.update(overrides)
@@ -220,73 +218,95 @@ def test_format_time() -> None:
 # -- merge patches ---------------------------------------------------------------------------
 
 
-def test_every_driver_event_kind_has_a_meaning() -> None:
-    for kind in get_args(EventKind):
-        assert kind in KNOWN_EVENT_KINDS, kind
-        outcome = outcome_for_event(kind, "message")
+def _event(event_type: type[ev.Event], message: str = "message") -> ev.Event:
+    """An instance of ``event_type`` with zeros for its figures."""
+    figures = {
+        f.name: 0
+        for f in dataclasses.fields(event_type)
+        if f.name not in ("message", "batch_id", "positions_only")
+    }
+    return event_type(message=message, **figures)
+
+
+def test_every_driver_event_has_a_meaning() -> None:
+    for event_type in ev.EVENT_TYPES:
+        outcome = outcome_of(_event(event_type))
+        if event_type is ev.Note:
+            assert outcome is None  # a CLI line, no status
+            continue
+        assert outcome is not None, event_type
         assert REASON.fullmatch(outcome.reason)
         assert all(update.type in CONDITION_TYPES for update in outcome.conditions)
 
 
 @pytest.mark.parametrize(
-    ("kind", "reason", "event_type", "conditions", "phase"),
+    ("event_type", "reason", "event_type_text", "conditions", "phase"),
     [
-        ("committed", "BatchCommitted", "Normal", {"Ready": "True", "Degraded": "False"}, "Running"),
-        ("retrying", "BatchRetrying", "Warning", {"Degraded": "True"}, "Running"),
-        ("failed", "BatchFailed", "Warning", {"Ready": "False", "Degraded": "True"}, "Failed"),
-        ("data-loss", "DataLoss", "Warning", {"Degraded": "True"}, None),
-        ("drift", "OffsetsDrift", "Warning", {"Degraded": "True"}, None),
-        ("kafka-unavailable", "KafkaUnavailable", "Warning", {"Ready": "False"}, None),
-        ("caught-up", "CaughtUp", "Normal", {"Ready": "True", "Progressing": "False"}, "Completed"),
-        ("suspended", "Suspended", "Normal", {"Progressing": "False"}, "Suspended"),
-        ("rewound", "Rewound", "Normal", {"Progressing": "True"}, "Running"),
+        (ev.Committed, "BatchCommitted", "Normal", {"Ready": "True", "Degraded": "False"}, "Running"),
+        (ev.Retrying, "BatchRetrying", "Warning", {"Degraded": "True"}, "Running"),
+        (ev.BatchGaveUp, "BatchFailed", "Warning", {"Ready": "False", "Degraded": "True"}, "Failed"),
+        (ev.DataLossRefused, "BatchFailed", "Warning", {"Ready": "False", "Degraded": "True"}, "Failed"),
+        (ev.DataLossSkipped, "DataLoss", "Warning", {"Degraded": "True"}, None),
+        (ev.Drift, "OffsetsDrift", "Warning", {"Degraded": "True"}, None),
+        (ev.KafkaUnreachable, "KafkaUnavailable", "Warning", {"Ready": "False"}, None),
+        (ev.OffsetStoreUnreachable, "OffsetStoreUnavailable", "Warning", {"Ready": "False"}, None),
+        (ev.CaughtUp, "CaughtUp", "Normal", {"Ready": "True", "Progressing": "False"}, "Completed"),
+        (ev.Suspended, "Suspended", "Normal", {"Progressing": "False"}, "Suspended"),
+        (ev.Rewound, "Rewound", "Normal", {"Progressing": "True"}, "Running"),
+        (ev.InvalidSpec, "InvalidSpec", "Warning", {"Ready": "False", "Degraded": "True"}, "Failed"),
     ],
 )
 def test_event_outcomes(
-    kind: str, reason: str, event_type: str, conditions: dict[str, str], phase: str | None
+    event_type: type[ev.Event],
+    reason: str,
+    event_type_text: str,
+    conditions: dict[str, str],
+    phase: str | None,
 ) -> None:
-    outcome = outcome_for_event(kind, f"{kind} happened")
-    assert (outcome.reason, outcome.event_type, outcome.phase) == (reason, event_type, phase)
+    event = _event(event_type, "it happened")
+    outcome = outcome_of(event)
+    assert outcome is not None
+    assert (outcome.reason, outcome.phase) == (reason, phase)
+    assert ("Warning" if event.warning else "Normal") == event_type_text
     updates = {update.type: update.status for update in outcome.conditions}
     assert conditions.items() <= updates.items()
 
 
+def test_positions_only_commits_have_their_own_reason() -> None:
+    event = ev.Committed(message="", records=0, bytes=0, seconds=0, lag=0, attempts=1, positions_only=True)
+    outcome = outcome_of(event)
+    assert outcome is not None and outcome.reason == "PositionsCommitted"
+
+
 def test_routine_events_do_not_flood_kubernetes_events() -> None:
-    for kind in ("planned", "launched", "committed", "positions", "idle"):
-        assert not outcome_for_event(kind, "").emit_event
-    for kind in ("retrying", "failed", "data-loss", "drift", "caught-up"):
-        assert outcome_for_event(kind, "").emit_event
+    for event_type in (ev.Planned, ev.Launched, ev.Committed, ev.Idle):
+        outcome = outcome_of(_event(event_type))
+        assert outcome is not None and not outcome.emit_event
+    for event_type in (ev.Retrying, ev.BatchGaveUp, ev.DataLossSkipped, ev.Drift, ev.CaughtUp):
+        outcome = outcome_of(_event(event_type))
+        assert outcome is not None and outcome.emit_event
 
 
-def test_unknown_kinds_and_the_warning_flag() -> None:
-    outcome = outcome_for_event("queue-stalled", "odd", warning=True)
-    assert (outcome.reason, outcome.event_type, outcome.conditions, outcome.phase) == (
-        "QueueStalled",
-        "Warning",
-        (),
-        None,
-    )
-    assert outcome_for_event("9-lives", "").reason == "Event9Lives"
-    assert outcome_for_event("started", "", warning=True).event_type == "Warning"
-
-
-def test_apply_outcome_sets_conditions_with_the_message() -> None:
-    conditions = apply_outcome(
-        [], outcome_for_event("committed", "batch 1 committed"), generation=2, now_iso=T1
-    )
-    conditions = apply_outcome(
-        conditions, outcome_for_event("committed", "batch 2"), generation=2, now_iso=T2
-    )
-    ready = get_condition(conditions, "Ready")
+def test_fold_sets_conditions_with_the_message_and_posts_only_what_it_should() -> None:
+    view, posted = fold(StatusView(), _event(ev.Committed, "batch 1 committed"), generation=2, now_iso=T1)
+    assert posted is None
+    view, posted = fold(view, _event(ev.Committed, "batch 2"), generation=2, now_iso=T2)
+    ready = get_condition(view.conditions, "Ready")
     assert ready is not None
     assert (ready["status"], ready["message"], ready["lastTransitionTime"]) == ("True", "batch 2", T1)
-    conditions = apply_outcome(
-        conditions, outcome_for_event("retrying", "attempt 2"), generation=2, now_iso=T3
-    )
-    degraded = get_condition(conditions, "Degraded")
+    assert view.phase == "Running"
+    view, posted = fold(view, _event(ev.Retrying, "attempt 2"), generation=2, now_iso=T3)
+    degraded = get_condition(view.conditions, "Degraded")
     assert degraded is not None
     assert (degraded["status"], degraded["reason"], degraded["lastTransitionTime"]) == (
         "True",
         "BatchRetrying",
         T3,
     )
+    assert posted is not None and (posted.type, posted.reason, posted.message) == (
+        "Warning",
+        "BatchRetrying",
+        "attempt 2",
+    )
+    unchanged, posted = fold(view, ev.Note(message="a CLI line"), generation=2, now_iso=T3)
+    assert (unchanged, posted) == (view, None)

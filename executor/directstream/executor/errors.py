@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from directstream.executor.contract import OffsetRange
+from directstream.executor.contract import ConfigurationError, DirectStreamError, OffsetRange
+
+__all__ = ["ConfigurationError", "RangeFailedError", "StopRequestedError"]
 
 
-class RangeFailedError(Exception):
+class RangeFailedError(DirectStreamError):
     """Processing ``range`` failed at ``offset`` (the first offset not processed)."""
 
     def __init__(self, range_: OffsetRange, offset: int, reason: str) -> None:
@@ -15,10 +17,5 @@ class RangeFailedError(Exception):
         super().__init__(f"range {range_} failed at offset {offset}: {reason}")
 
 
-class StopRequestedError(Exception):
+class StopRequestedError(DirectStreamError):
     """A stop was requested (SIGTERM) before the work unit finished."""
-
-
-class ConfigurationError(ValueError):
-    """The work unit asks for something that cannot run (bad sink options, bad client config,
-    missing secret); reported as bad input (exit code 2), never retried as is."""

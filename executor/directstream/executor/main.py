@@ -28,18 +28,28 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from directstream.executor.contract import ContractError, ExecutorResult, WorkUnit
+from directstream.executor.contract import ContractError, ExecutorResult, PermanentError, WorkUnit
+from directstream.executor.contract.wire import (
+    ENV_COMPLETION_INDEX,
+    ENV_RESULT_FILE,
+    ENV_STALL_TIMEOUT,
+    ENV_WORK_UNIT,
+    ENV_WORK_UNITS,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SIGNAL_BASE,
+    TERMINATION_LOG,
+)
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors import build_processor
 from directstream.executor.reader import DEFAULT_CHUNK_SIZE, ReaderOptions, check_ranges
 from directstream.executor.runner import run_unit
 
 log = logging.getLogger("directstream.executor")
-TERMINATION_LOG = Path("/dev/termination-log")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-class BadInputError(Exception):
+class BadInputError(PermanentError):
     """Input that cannot become a work unit; ``index`` is set when known (for a result)."""
 
     def __init__(self, message: str, doc: Any = None, index: int | None = None) -> None:
@@ -65,7 +75,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stall-timeout",
         type=_positive_seconds,
-        default=os.environ.get("DIRECTSTREAM_STALL_TIMEOUT", "60"),
+        default=os.environ.get(ENV_STALL_TIMEOUT, "60"),
         help="seconds without progress before a range fails (default 60, $DIRECTSTREAM_STALL_TIMEOUT)",
     )
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="records per consume call")
@@ -83,10 +93,10 @@ def _unit_text(args: argparse.Namespace) -> tuple[str, int | None]:
         except OSError as exc:
             raise BadInputError(f"cannot read work unit {args.work_unit}: {exc}") from exc
         return text, None
-    single = os.environ.get("DIRECTSTREAM_WORK_UNIT")
+    single = os.environ.get(ENV_WORK_UNIT)
     if single:
         return single, None
-    many, index_text = os.environ.get("DIRECTSTREAM_WORK_UNITS"), os.environ.get("JOB_COMPLETION_INDEX")
+    many, index_text = os.environ.get(ENV_WORK_UNITS), os.environ.get(ENV_COMPLETION_INDEX)
     if not many:
         raise BadInputError(
             "no work unit: give --work-unit FILE, $DIRECTSTREAM_WORK_UNIT or $DIRECTSTREAM_WORK_UNITS"
@@ -121,7 +131,7 @@ def _load_unit(args: argparse.Namespace) -> WorkUnit:
 
 def _write_result(result: ExecutorResult, args: argparse.Namespace) -> None:
     text = result.dumps()
-    target = args.result_file or os.environ.get("DIRECTSTREAM_RESULT_FILE")
+    target = args.result_file or os.environ.get(ENV_RESULT_FILE)
     try:
         if target:
             Path(target).write_text(text + "\n")
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     _write_result(result, args)
     log.info("%s", _summary(unit, result))
     if received:
-        return 128 + received[0]
+        return EXIT_SIGNAL_BASE + received[0]
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

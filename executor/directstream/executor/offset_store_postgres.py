@@ -44,7 +44,6 @@ from psycopg import sql
 from directstream.executor.contract import OffsetRange
 from directstream.executor.errors import ConfigurationError
 
-DEFAULT_OFFSETS_TABLE = "directstream_offsets"
 _DDL_LOCK = 0x6473_6464_6C  # advisory lock key: concurrent CREATE TABLE IF NOT EXISTS can collide
 
 

@@ -39,23 +39,6 @@ from directstream.executor.records import KafkaRecord, message_offset
 
 log = logging.getLogger(__name__)
 
-# Throughput defaults, tuned with bench/executor_throughput.py (1M x 100 B records: about 2x the
-# librdkafka defaults). Prefetch may buffer up to ~256 MiB; lower queued.max.messages.kbytes in
-# the stream's kafka.config for small pods. User config overrides these.
-THROUGHPUT_DEFAULTS: dict[str, Any] = {
-    "fetch.max.bytes": 104_857_600,
-    "max.partition.fetch.bytes": 16_777_216,
-    "queued.min.messages": 1_000_000,
-    "queued.max.messages.kbytes": 262_144,
-    "fetch.wait.max.ms": 500,
-}
-# Settings the executor's correctness depends on; applied after the user's config.
-ENFORCED = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-    "enable.partition.eof": True,
-    "auto.offset.reset": "error",
-}
 DEFAULT_CHUNK_SIZE = 10_000
 # Young-generation GC threshold while reading: well above a chunk's allocations (see the docstring).
 READ_GC_THRESHOLD = 10 * DEFAULT_CHUNK_SIZE
@@ -78,25 +61,11 @@ def _topic_partition(message: Message) -> tuple[str | None, int | None]:
 
 def consumer_config(unit: WorkUnit, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """The librdkafka settings for ``unit``; secrets come from the env vars named in ``secret_env``."""
-    kafka = unit.kafka
-    config: dict[str, Any] = {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        # Required by librdkafka, never used: executors never subscribe and never commit.
-        "group.id": f"{unit.stream}-executor",
-        "client.id": f"{unit.stream}-executor-{unit.batch_id}-{unit.index}",
-        **THROUGHPUT_DEFAULTS,
-        **kafka.config,
-    }
-    for setting, variable in kafka.secret_env.items():
-        value = environ.get(variable)
-        if value is None:
-            raise ConfigurationError(
-                f"Kafka setting {setting!r} needs environment variable {variable}, unset"
-            )
-        config[setting] = value
-    config.update(ENFORCED)
-    config["isolation.level"] = kafka.isolation_level
-    return config
+    return unit.kafka.consumer_config(
+        group_id=f"{unit.stream}-executor",
+        client_id=f"{unit.stream}-executor-{unit.batch_id}-{unit.index}",
+        environ=environ,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,22 +19,23 @@ from typing import Any
 import yaml
 
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
-from .adapters.local_launcher import LocalLauncher
-from .adapters.local_state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
-from .adapters.postgres_offsets import AsyncOffsetStore, OffsetStoreError, PostgresOffsetStore, dsn_for
+from .adapters.local.state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
+from .adapters.postgres import OffsetStoreError
 from .cli_render import ProgressPrinter, ledger_table, offsets_table, plan_report
+from .core.errors import KafkaUnavailable, PermanentError
+from .core.events import Note
 from .core.planning import DataLossError
 from .core.spec import KIND, SpecError, StreamSpec, parse_stream
-from .core.work import executor_kafka_settings
-from .driver import Driver
-from .outcomes import RunMode
-from .ports import DriverEvent, KafkaUnavailable
+from .core.status import lag_of
+from .driver import DEFAULT_SETTINGS, RunMode, run_stream
+from .driver.preview import preview_next_batch
+from .hosts.local import LocalHost, build_local_driver
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class CliError(Exception):
+class CliError(PermanentError):
     """A problem the user can fix; printed without a traceback."""
 
 
@@ -61,35 +62,24 @@ def load_stream(path: str, bootstrap_override: str | None) -> StreamSpec:
     return spec
 
 
-def external_offsets(spec: StreamSpec) -> AsyncOffsetStore | None:
-    """``offsets.store: postgres``: the offsets table the postgres sink writes."""
-    if spec.offset_store != "postgres":
-        return None
-    try:
-        return AsyncOffsetStore(PostgresOffsetStore.for_spec(spec, dsn_for(spec)))
-    except OffsetStoreError as exc:
-        raise CliError(str(exc)) from exc
-
-
 def state_dir_for(spec: StreamSpec, given: str | None) -> Path:
     return Path(given) if given else Path.cwd() / ".directstream" / spec.name
 
 
 async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: ProgressPrinter) -> int:
-    store = LocalStateStore(state_dir)
+    lock = LocalStateStore(state_dir)
     try:
-        store.lock()
+        lock.lock()
     except StateDirLocked as exc:
         raise CliError(str(exc)) from exc
     try:
-        driver = Driver(
-            spec,
-            offsets=KafkaOffsetsPort(KafkaOffsets(spec)),
-            state=store,
-            launcher=LocalLauncher(state_dir / "attempts"),
-            executor_kafka=executor_kafka_settings(spec),
-            observe=printer,
-            external=external_offsets(spec),
+        stop = asyncio.Event()
+        try:
+            driver = build_local_driver(spec, state_dir, printer, DEFAULT_SETTINGS, stop)
+        except OffsetStoreError as exc:
+            raise CliError(str(exc)) from exc
+        host = LocalHost(
+            spec=spec, driver=driver, observe=printer, mode=mode, settings=DEFAULT_SETTINGS, stop=stop
         )
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -99,21 +89,21 @@ async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: Progre
             nonlocal interrupts
             interrupts += 1
             if interrupts == 1:
-                printer(_note("stopping at the next batch boundary (Ctrl-C again to abort the batch)"))
-                driver.request_stop()
+                printer(Note(message="stopping at the next batch boundary (Ctrl-C again to abort the batch)"))
+                host.request_stop()
             elif task is not None:
                 task.cancel()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_interrupt)
         try:
-            outcome = await driver.run(mode)
+            outcome = await run_stream(host, mode, DEFAULT_SETTINGS)
         except asyncio.CancelledError:
             printer.close()
             print("aborted; the batch's plan is recorded and resumes on the next run", file=sys.stderr)
             return 130
         printer.close()
-        state = await store.load()
+        state = await lock.load()
         total = sum(e.records for e in state.ledger)
         print(f"{spec.name}: {outcome.message}", file=sys.stderr)
         print(
@@ -122,7 +112,7 @@ async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: Progre
             file=sys.stderr,
         )
         if driver.latest:
-            behind = sum(max(0, end - state.committed.get(tp, end)) for tp, end in driver.latest.items())
+            behind = sum(lag_of(state.committed, driver.latest).values())
             print(
                 f"  committed offsets: {sum(state.committed.values()):,} over {len(state.committed)} "
                 f"partition(s); lag {behind:,}",
@@ -130,11 +120,7 @@ async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: Progre
             )
         return 0 if outcome.ok else EXIT_FAILED
     finally:
-        store.unlock()
-
-
-def _note(message: str) -> DriverEvent:
-    return DriverEvent("stopped", message)
+        lock.unlock()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -166,8 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"stream {spec.name}  group {spec.group_id}  state {state_dir}")
     print(f"records committed (all time): {state.records_total:,}  next batch: {state.next_batch_id}")
     if latest is not None:
-        lag = sum(max(0, e - state.committed.get(tp, 0)) for tp, e in latest.items())
-        print(f"total lag: {lag:,}")
+        print(f"total lag: {sum(lag_of(state.committed, latest).values()):,}")
     if state.pending:
         p = state.pending
         print(
@@ -186,26 +171,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     state_dir = state_dir_for(spec, args.state_dir)
     state = read_state_file(state_dir)
 
-    async def plan() -> Any:
-        driver = Driver(
-            spec,
-            offsets=KafkaOffsetsPort(KafkaOffsets(spec)),
-            state=LocalStateStore(state_dir),
-            launcher=LocalLauncher(state_dir / "attempts"),
-            executor_kafka=executor_kafka_settings(spec),
-            observe=lambda e: None,
-        )
-        if state.pending is not None:
-            return state.pending.plan, True
-        loaded = await driver.load_state() if state.is_new else state
-        return await driver.plan_next(loaded, None), False
-
+    offsets = KafkaOffsetsPort(KafkaOffsets(spec))
     try:
-        batch, resumed = asyncio.run(plan())
+        batch, note = asyncio.run(preview_next_batch(spec, state, offsets))
     except DataLossError as exc:
         raise CliError(f"the next batch cannot be planned: {exc}") from exc
-    kind = "recorded (resumes on the next run)" if resumed else "next"
-    print(plan_report(spec, batch, kind))
+    print(plan_report(spec, batch, note))
     return 0
 
 

@@ -7,11 +7,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
+from .core import events as ev
 from .core.planning import BatchPlan, TopicPartition
 from .core.spec import StreamSpec
 from .core.state import StreamState
+from .core.status import lag_of
 from .core.work import build_work_units, executor_kafka_settings
-from .ports import DriverEvent
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -41,7 +42,8 @@ def _numeric(text: str) -> bool:
 
 
 class ProgressPrinter:
-    """The driver's observer for ``directstream run``."""
+    """The driver's observer for ``directstream run``: a fold of the events into a live line (or
+    plain lines) and the run's totals."""
 
     def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None) -> None:
         self.out = stream
@@ -51,45 +53,51 @@ class ProgressPrinter:
         self.started = time.monotonic()
         self._last_idle = False
         self._line_open = False
+        self._lag: int | None = None
 
-    def __call__(self, event: DriverEvent) -> None:
-        if event.kind in ("committed", "positions"):
-            self.records += int(event.fields.get("records", 0))
-            self.batches += 1 if event.kind == "committed" else 0
+    def __call__(self, event: ev.Event) -> None:
+        match event:
+            case ev.Committed(records=records, positions_only=positions_only, lag=lag):
+                self.records += records
+                self.batches += 0 if positions_only else 1
+                self._lag = lag
+            case ev.Idle(lag=lag):
+                self._lag = lag
         if self.live:
             self._live(event)
         else:
             self._plain(event)
 
-    def _plain(self, event: DriverEvent) -> None:
-        if event.kind == "idle":
-            if self._last_idle:
-                return
-            self._last_idle = True
-        else:
-            self._last_idle = False
+    def _plain(self, event: ev.Event) -> None:
+        idle = isinstance(event, ev.Idle)
+        if idle and self._last_idle:
+            return
+        self._last_idle = idle
         prefix = "WARNING " if event.warning else ""
         rate = ""
-        if event.kind == "committed":
-            seconds = float(event.fields.get("seconds", 0.0)) or 1e-9
-            rate = f" ({int(event.fields.get('records', 0)) / seconds:,.0f} records/s)"
+        if isinstance(event, ev.Committed) and not event.positions_only:
+            rate = f" ({event.records / (event.seconds or 1e-9):,.0f} records/s)"
         print(f"{time.strftime('%H:%M:%S')} {prefix}{event.message}{rate}", file=self.out, flush=True)
 
-    def _live(self, event: DriverEvent) -> None:
-        if event.warning or event.kind in ("caught-up", "stopped", "started"):
+    def _live(self, event: ev.Event) -> None:
+        if event.warning or isinstance(event, ev.CaughtUp | ev.Stopped | ev.Started | ev.Note):
             self._clear()
             print(("WARNING " if event.warning else "") + event.message, file=self.out, flush=True)
             return
+        match event:
+            case ev.Planned(batch_id=batch, offsets=offsets):
+                status = f"batch {batch}: planned {offsets:,} offsets"
+            case ev.Launched(batch_id=batch, executors=executors):
+                status = f"batch {batch}: running {executors} executor(s)"
+            case ev.Idle():
+                status = "waiting for new records"
+            case _:
+                status = event.message
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        lag = event.fields.get("lag")
-        status = {
-            "planned": f"batch {event.batch_id}: planned {int(event.fields.get('offsets', 0)):,} offsets",
-            "launched": f"batch {event.batch_id}: running {event.fields.get('executors')} executor(s)",
-            "idle": "waiting for new records",
-        }.get(event.kind, event.message)
         line = (
             f"\r\033[K{status} | {self.batches} batches, {self.records:,} records, "
-            f"{self.records / elapsed:,.0f} records/s" + (f" | lag {int(lag):,}" if lag is not None else "")
+            f"{self.records / elapsed:,.0f} records/s"
+            + (f" | lag {self._lag:,}" if self._lag is not None else "")
         )
         self.out.write(line)
         self.out.flush()
@@ -110,11 +118,12 @@ def offsets_table(
     committed: Mapping[TopicPartition, int], latest: Mapping[TopicPartition, int] | None
 ) -> str:
     tps = sorted(set(committed) | set(latest or {}))
+    lags = lag_of(committed, latest or {})
     rows = []
     for tp in tps:
         end = (latest or {}).get(tp)
         done = committed.get(tp)
-        lag: object = "-" if end is None or done is None else max(0, end - done)
+        lag: object = "-" if end is None else lags[tp]
         rows.append([tp[0], tp[1], "-" if done is None else done, "-" if end is None else end, lag])
     return table(["TOPIC", "PARTITION", "COMMITTED", "LATEST", "LAG"], rows)
 

@@ -1,4 +1,4 @@
-"""The kopf handlers. They stay thin: a daemon per DirectStream runs its ``StreamRunner``;
+"""The kopf handlers. They stay thin: a daemon per DirectStream runs the driver loop over its ``ClusterHost``;
 Job events and spec changes only wake that daemon up."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 import kopf
 
 from .adapters.kafka import KafkaOffsets
-from .adapters.kube import GROUP, PLURAL, VERSION, AsyncKubeApi, KubeApi, load_client_config
+from .adapters.kube.api import GROUP, PLURAL, VERSION, AsyncKubeApi, KubeApi, load_client_config
+from .core.errors import KafkaUnavailable
 from .core.manifests import ANNOTATION_STREAM, LABEL_STREAM, MANAGED_BY
 from .core.spec import SpecError, parse_spec
+from .hosts.cluster import StreamContext, run_cluster_stream
 from .metrics import OperatorMetrics
-from .ports import KafkaUnavailable
-from .stream_runner import StreamContext, StreamRunner
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ async def drive_stream(
     if metrics is not None:
         ctx.metrics = metrics.for_stream(namespace, name)
     try:
-        await StreamRunner(memo.kube, ctx).run()
+        await run_cluster_stream(memo.kube, ctx)
     finally:
         WAKEUPS.forget(namespace, name)
         if metrics is not None:

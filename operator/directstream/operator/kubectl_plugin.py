@@ -27,19 +27,16 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from directstream.executor.contract import ExecutorResult, WorkUnit
-
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
-from .adapters.kube import GROUP, PLURAL, VERSION
+from .adapters.kube.api import GROUP, PLURAL, VERSION
 from .cli_render import ledger_table, plan_report, table
-from .core.planning import BatchPlan, DataLossError, TopicPartition, reset_offsets
+from .core.errors import KafkaUnavailable, PermanentError
+from .core.planning import BatchPlan, DataLossError, TopicPartition
 from .core.spec import SpecError, StreamSpec, parse_spec
 from .core.spec_fields import RFC3339
 from .core.state import StreamState
 from .core.status import state_from_status
-from .core.work import executor_kafka_settings
-from .driver import Driver
-from .ports import KafkaUnavailable
+from .driver.preview import preview_next_batch
 
 PROG = "kubectl directstream"
 EXIT_FAILED = 1
@@ -47,7 +44,7 @@ EXIT_USAGE = 2
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class PluginError(Exception):
+class PluginError(PermanentError):
     """A problem to print without a traceback, with its exit code."""
 
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
@@ -248,52 +245,6 @@ def parse_live_spec(obj: Mapping[str, Any], namespace: str) -> StreamSpec:
         raise PluginError(f"directstream {name} has an invalid spec:\n{problems}") from exc
 
 
-class _ReadOnly:
-    """State and launcher ports for planning only: ``plan`` must never write or run anything."""
-
-    def __init__(self, state: StreamState) -> None:
-        self._state = state
-
-    async def load(self) -> StreamState:
-        return self._state
-
-    async def save(self, state: StreamState) -> None:
-        raise RuntimeError("kubectl directstream plan never writes the stream state")
-
-    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
-        raise RuntimeError("kubectl directstream plan never runs executors")
-
-
-async def next_plan(spec: StreamSpec, state: StreamState, offsets: KafkaOffsets) -> tuple[BatchPlan, str]:
-    """The batch the operator would run next, with a note on where it comes from. A requested
-    rewind not yet applied is applied here in memory first, as the operator would."""
-    if state.pending is not None:
-        return state.pending.plan, "recorded (it resumes as is)"
-    port = KafkaOffsetsPort(offsets)
-    note = "next"
-    if state.is_new:  # as Driver.load_state, without putting a drifted group right
-        state = replace(state, committed=await port.committed(spec.group_id))
-    if spec.reset is not None and spec.reset.id != state.applied_reset:
-        tps = await port.partitions()
-        marks = await port.watermarks(tps)
-        by_time: dict[TopicPartition, int] = {}
-        if spec.reset.to == "timestamp" and spec.reset.timestamp_ms is not None:
-            by_time = await port.offsets_for_timestamp(tps, spec.reset.timestamp_ms)
-        target = reset_offsets(spec.reset, marks, by_time, state.committed)
-        state = replace(state, committed={**state.committed, **target}, pending=None)
-        note = f"next, after reset {spec.reset.id} (to {spec.reset.to})"
-    ports = _ReadOnly(state)
-    driver = Driver(
-        spec,
-        offsets=port,
-        state=ports,
-        launcher=ports,
-        executor_kafka=executor_kafka_settings(spec),
-        observe=lambda _event: None,
-    )
-    return await driver.plan_next(state, None), note
-
-
 def cmd_plan(cluster: Cluster, args: argparse.Namespace) -> int:
     obj = cluster.get(args.name)
     spec = parse_live_spec(obj, cluster.namespace)
@@ -302,7 +253,9 @@ def cmd_plan(cluster: Cluster, args: argparse.Namespace) -> int:
     secret = cluster.secret_data(spec.kafka.config_from_secret) if spec.kafka.config_from_secret else {}
     state = _state(obj.get("status") or {}, spec.name)
     try:
-        plan, note = asyncio.run(next_plan(spec, state, KafkaOffsets(spec, secret)))
+        plan, note = asyncio.run(
+            preview_next_batch(spec, state, KafkaOffsetsPort(KafkaOffsets(spec, secret)))
+        )
     except DataLossError as exc:
         raise PluginError(f"the next batch cannot be planned: {exc}") from exc
     if spec.suspend:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .core import events as ev
 from .core.planning import TopicPartition
-from .core.status import PHASES
-from .ports import DriverEvent
+from .core.status import PHASES, lag_of
 
 __all__ = [
     "BATCH_OUTCOMES",
@@ -174,67 +173,69 @@ class StreamMetrics:
 
     def __call__(
         self,
-        event: DriverEvent,
+        event: ev.Event,
         phase: str,
         committed: Mapping[TopicPartition, int],
         latest: Mapping[TopicPartition, int] | None,
     ) -> None:
-        record_event(
-            self.metrics,
-            self.namespace,
-            self.stream,
-            event.kind,
-            event.fields,
-            warning=event.warning,
-            message=event.message,
-        )
+        record_event(self.metrics, self.namespace, self.stream, event)
         record_status(
             self.metrics, self.namespace, self.stream, phase=phase, committed=committed, latest=latest
         )
 
 
-def record_event(
-    metrics: OperatorMetrics,
-    namespace: str,
-    stream: str,
-    event_kind: str,
-    fields: Mapping[str, Any],
-    *,
-    warning: bool = False,
-    message: str = "",
-) -> None:
-    """What one driver event adds to the metrics (see ``driver.py`` for the fields of each kind)."""
+def warning_kind(event: ev.Event) -> str:
+    """The ``kind`` label of ``directstream_warnings_total`` (stable names for dashboards)."""
+    match event:
+        case ev.Retrying():
+            return "retrying"
+        case ev.BatchGaveUp() | ev.DataLossRefused():
+            return "failed"
+        case ev.DataLossSkipped():
+            return "data-loss"
+        case ev.Drift():
+            return "drift"
+        case ev.KafkaUnreachable():
+            return "kafka-unavailable"
+        case ev.OffsetStoreUnreachable():
+            return "store-unavailable"
+        case ev.KubeApiRefused():
+            return "kube-api-error"
+        case ev.InvalidSpec():
+            return "invalid-spec"
+    return type(event).__name__.lower()
+
+
+def record_event(metrics: OperatorMetrics, namespace: str, stream: str, event: ev.Event) -> None:
+    """What one driver event adds to the metrics."""
     labels = (namespace, stream)
-    if warning:
-        metrics.warnings.labels(*labels, event_kind).inc()
-        metrics.warning_kinds.setdefault(labels, set()).add(event_kind)
-    if event_kind in ("committed", "positions"):
-        metrics.batches.labels(*labels, "committed").inc()
-        metrics.records.labels(*labels).inc(_number(fields, "records"))
-        metrics.bytes.labels(*labels).inc(_number(fields, "bytes"))
-        metrics.batch_duration.labels(*labels).observe(_number(fields, "seconds"))
-        if "lag" in fields:
-            metrics.lag.labels(*labels).set(_number(fields, "lag"))
-        if "attempts" in fields:
-            metrics.batch_attempts.labels(*labels).set(_number(fields, "attempts"))
-    elif event_kind == "idle":
-        if "lag" in fields:
-            metrics.lag.labels(*labels).set(_number(fields, "lag"))
-    elif event_kind == "launched":
-        if "attempt" in fields:
-            metrics.batch_attempts.labels(*labels).set(_number(fields, "attempt"))
-    elif event_kind == "retrying":
-        metrics.batches.labels(*labels, "retried").inc()
-        metrics.executor_failures.labels(*labels).inc(_failed_executors(fields))
-    elif event_kind == "failed":
-        if fields.get("reason") == "DataLoss":  # onDataLoss: fail refused the batch; no executor ran
-            metrics.batches.labels(*labels, "data_loss").inc()
-        else:
+    if event.warning:
+        kind = warning_kind(event)
+        metrics.warnings.labels(*labels, kind).inc()
+        metrics.warning_kinds.setdefault(labels, set()).add(kind)
+    match event:
+        case ev.Committed():
+            metrics.batches.labels(*labels, "committed").inc()
+            metrics.records.labels(*labels).inc(event.records)
+            metrics.bytes.labels(*labels).inc(event.bytes)
+            metrics.batch_duration.labels(*labels).observe(event.seconds)
+            metrics.lag.labels(*labels).set(event.lag)
+            metrics.batch_attempts.labels(*labels).set(event.attempts)
+        case ev.Idle():
+            metrics.lag.labels(*labels).set(event.lag)
+        case ev.Launched():
+            metrics.batch_attempts.labels(*labels).set(event.attempt)
+        case ev.Retrying():
+            metrics.batches.labels(*labels, "retried").inc()
+            metrics.executor_failures.labels(*labels).inc(max(1, event.failures))
+        case ev.BatchGaveUp():
             metrics.batches.labels(*labels, "failed").inc()
-            metrics.executor_failures.labels(*labels).inc(_failed_executors(fields))
-    elif event_kind == "data-loss":  # onDataLoss: earliest skipped the lost offsets
-        metrics.batches.labels(*labels, "data_loss").inc()
-        metrics.data_loss_skipped.labels(*labels).inc(_number(fields, "lost"))
+            metrics.executor_failures.labels(*labels).inc(max(1, event.failures))
+        case ev.DataLossRefused():  # onDataLoss: fail refused the batch; no executor ran
+            metrics.batches.labels(*labels, "data_loss").inc()
+        case ev.DataLossSkipped():  # onDataLoss: earliest skipped the lost offsets
+            metrics.batches.labels(*labels, "data_loss").inc()
+            metrics.data_loss_skipped.labels(*labels).inc(event.lost)
 
 
 def record_status(
@@ -252,8 +253,7 @@ def record_status(
         metrics.phases[(namespace, stream)] = phase
         metrics.count_phases(namespace)
     ends = latest or {}
-    # As the driver counts it: a partition with nothing committed yet is not behind.
-    lags = {tp: max(0, end - committed.get(tp, end)) for tp, end in ends.items()}
+    lags = lag_of(committed, ends)
     if latest:
         metrics.lag.labels(namespace, stream).set(sum(lags.values()))
     known = set(committed) | set(lags)
@@ -281,16 +281,6 @@ def serve(metrics: OperatorMetrics, port: int, host: str = "0.0.0.0") -> bool:
         return False
     log.info("metrics: serving http://%s:%d/metrics", host, port)
     return True
-
-
-def _number(fields: Mapping[str, Any], key: str) -> float:
-    value = fields.get(key, 0)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-def _failed_executors(fields: Mapping[str, object]) -> int:
-    """How many executors failed the attempt (the driver's ``failures``; at least one)."""
-    return max(1, int(_number(fields, "failures")))
 
 
 def _remove(metric: Counter | Gauge | Histogram, *labels: object) -> None:

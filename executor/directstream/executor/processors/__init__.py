@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from directstream.executor.contract import ProcessorSettings, WorkUnit
+from directstream.executor.contract import SINK_NAMES, ProcessorSettings, WorkUnit
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors.base import BaseProcessor, CountProcessor, Processor
 from directstream.executor.processors.jsonl import JsonlProcessor
@@ -42,6 +42,7 @@ SINKS: dict[str, Callable[[Mapping[str, Any], WorkUnit], Processor]] = {
     "count": lambda options, unit: CountProcessor(),
     "python": PythonProcessor,
 }
+assert set(SINKS) == set(SINK_NAMES), "every sink of the contract has a processor"
 
 
 def build_processor(settings: ProcessorSettings, unit: WorkUnit) -> Processor:

@@ -25,11 +25,9 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException,
 from directstream.executor.contract import OffsetRange, WorkUnit
 from directstream.executor.errors import ConfigurationError, RangeFailedError
 from directstream.executor.processors.base import BaseProcessor
-from directstream.executor.reader import consumer_config
 from directstream.executor.records import KafkaRecord
 
 log = logging.getLogger(__name__)
-_SHARED_PREFIXES = ("security.", "sasl.", "ssl.")
 FLUSH_TIMEOUT_SECONDS = 120.0
 
 
@@ -38,9 +36,7 @@ def producer_config(options: Mapping[str, Any], unit: WorkUnit) -> dict[str, Any
     if bootstrap is not None:
         config: dict[str, Any] = {"bootstrap.servers": str(bootstrap)}
     else:
-        source = consumer_config(unit)
-        config = {k: v for k, v in source.items() if k.startswith(_SHARED_PREFIXES)}
-        config["bootstrap.servers"] = unit.kafka.bootstrap_servers
+        config = unit.kafka.connection_config()
     extra = options.get("config", {})
     if not isinstance(extra, Mapping):
         raise ConfigurationError("kafka sink options.config must be a mapping of librdkafka settings")

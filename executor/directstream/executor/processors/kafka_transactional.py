@@ -35,6 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from directstream.executor.contract import OffsetRange, WorkUnit
+from directstream.executor.contract.kafka import CONNECTION_PREFIXES
 from directstream.executor.errors import ConfigurationError, RangeFailedError
 from directstream.executor.processors.base import Processor
 from directstream.executor.processors.kafka_sink import FLUSH_TIMEOUT_SECONDS, KafkaProcessor, producer_config
@@ -72,7 +73,7 @@ class TransactionalKafkaProcessor(KafkaProcessor):
         # The marker's reader and the group metadata for send_offsets_to_transaction; it never
         # subscribes, so it never joins the group.
         marker_config = {
-            k: v for k, v in config.items() if k.startswith(("bootstrap.", "security.", "sasl.", "ssl."))
+            k: v for k, v in config.items() if k == "bootstrap.servers" or k.startswith(CONNECTION_PREFIXES)
         }
         marker_config.update(
             {"group.id": self.output_group, "enable.auto.commit": False, "isolation.level": "read_committed"}

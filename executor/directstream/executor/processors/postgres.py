@@ -13,7 +13,8 @@ Options:
   json/jsonb columns. With a transform the results table must exist (its columns are yours);
 - ``seedMissing`` (default false): start a partition's chain at the range's ``from`` when the
   offsets table has no row for it (normally the driver seeds it, see ``seed_offsets``);
-- ``chainWaitSeconds`` (default 60): how long a range waits for an earlier piece of its partition.
+- ``chainWaitSeconds`` (default 60): how long a range waits for an earlier piece of its partition
+  without progress (the wait starts again whenever an earlier piece commits).
 
 Without a transform the results table is created if missing::
 
@@ -53,10 +54,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
-from directstream.executor.contract import OffsetRange, WorkUnit
+from directstream.executor.contract import DEFAULT_OFFSETS_TABLE, OffsetRange, PostgresConnection, WorkUnit
+from directstream.executor.contract.sinks import DEFAULT_RESULTS_TABLE
 from directstream.executor.errors import ConfigurationError, RangeFailedError
 from directstream.executor.offset_store_postgres import (
-    DEFAULT_OFFSETS_TABLE,
     ChainStep,
     MissingOffsetError,
     StaleAttemptError,
@@ -72,8 +73,7 @@ from directstream.executor.processors.python_entry import load_entry_point
 from directstream.executor.records import Headers, KafkaRecord
 
 log = logging.getLogger(__name__)
-DEFAULT_TABLE = "directstream_records"
-DEFAULT_DSN_ENV = "DIRECTSTREAM_POSTGRES_DSN"
+DEFAULT_TABLE = DEFAULT_RESULTS_TABLE
 RAW_COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp", "headers")
 _RAW_STAGE_TYPES = ["int8", "bytea", "bytea", "int8", "jsonb"]
 
@@ -88,12 +88,10 @@ def _results_ddl(table: str) -> sql.Composed:
 
 
 def _dsn(options: Mapping[str, Any]) -> str:
-    dsn = options.get("dsn")
-    if dsn is not None:
-        if not isinstance(dsn, str) or not dsn:
-            raise ConfigurationError("postgres sink options.dsn must be a connection string")
+    connection = PostgresConnection.from_options(options)
+    if connection.dsn is not None:
         try:
-            fields = conninfo_to_dict(dsn)
+            fields = conninfo_to_dict(connection.dsn)
         except psycopg.Error as exc:
             raise ConfigurationError(
                 f"postgres sink options.dsn is not a valid connection string: {exc}"
@@ -103,14 +101,7 @@ def _dsn(options: Mapping[str, Any]) -> str:
                 "postgres sink options.dsn must not carry a password: "
                 "use options.dsnEnv (filled from a Secret) or PGPASSWORD"
             )
-        return dsn
-    variable = options.get("dsnEnv", DEFAULT_DSN_ENV)
-    value = os.environ.get(str(variable))
-    if not value:
-        raise ConfigurationError(
-            f"postgres sink needs options.dsn or environment variable {variable} (unset)"
-        )
-    return value
+    return connection.resolve(os.environ.get)
 
 
 def _headers_json(headers: Headers | None) -> list[list[str | None]]:
@@ -316,9 +307,14 @@ class PostgresProcessor(BaseProcessor):
             raise RangeFailedError(range_, range_.from_offset, f"PostgreSQL: {exc}".strip()) from exc
 
     def _drain(self, block: bool) -> None:
-        """Apply every pending range whose turn has come; with ``block``, wait for all of them."""
+        """Apply every pending range whose turn has come; with ``block``, wait for all of them.
+
+        The wait is for progress, not in total: each time the chain of a waiting range moves (an
+        earlier piece committed), its clock starts again, so a partition split into many pieces
+        over busy executors is not failed while its pieces are still landing one after another."""
         deadline = time.monotonic() + self._chain_wait
         delay = 0.02
+        seen: dict[OffsetRange, int | None] = {}
         while True:
             waiting: list[tuple[OffsetRange, int | None]] = []
             for range_ in self._pending:
@@ -334,14 +330,18 @@ class PostgresProcessor(BaseProcessor):
             self._pending = [r for r, _ in waiting]
             if not waiting or not block:
                 return
+            if any(range_ in seen and seen[range_] != stored for range_, stored in waiting):
+                deadline = time.monotonic() + self._chain_wait  # an earlier piece landed
+            seen = dict(waiting)
             if time.monotonic() >= deadline:
                 range_, stored = waiting[0]
                 raise RangeFailedError(
                     range_,
                     range_.from_offset,
                     f"offsets table says {stored} for {range_.topic}[{range_.partition}], this range "
-                    f"starts at {range_.from_offset}: waited {self._chain_wait:g}s for the preceding "
-                    "range of the partition (split across executors) to commit; nothing was written",
+                    f"starts at {range_.from_offset}: waited {self._chain_wait:g}s without progress for "
+                    "the preceding range of the partition (split across executors) to commit; "
+                    "nothing was written",
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

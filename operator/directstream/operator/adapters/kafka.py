@@ -23,19 +23,13 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from ..core.errors import KafkaUnavailable
 from ..core.planning import TopicPartition as TopicPartitionKey
 from ..core.planning import Watermarks
 from ..core.spec import StreamSpec
-from ..ports import KafkaUnavailable
+from ..core.work import executor_kafka_settings
 
 REQUEST_TIMEOUT_S = 15.0
-
-
-def client_config(spec: StreamSpec, secret_config: Mapping[str, str] | None = None) -> dict[str, Any]:
-    config: dict[str, Any] = {"bootstrap.servers": spec.kafka.bootstrap_servers}
-    config.update(spec.kafka.config)
-    config.update(secret_config or {})
-    return config
 
 
 RETRIES = 5
@@ -101,7 +95,7 @@ class KafkaOffsets:
     def __init__(self, spec: StreamSpec, secret_config: Mapping[str, str] | None = None) -> None:
         self._spec = spec
         self._bootstrap = spec.kafka.bootstrap_servers
-        self._config = client_config(spec, secret_config)
+        self._config = executor_kafka_settings(spec).client_config(secret_config)
         self._admin = AdminClient(self._config)
         self._isolation = (
             IsolationLevel.READ_COMMITTED

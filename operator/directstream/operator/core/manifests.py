@@ -33,8 +33,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from directstream.executor.contract import WorkUnit
+from directstream.executor.contract import WorkUnit, wire
 
+from .errors import PermanentError
 from .spec import FORBIDDEN_KAFKA_CONFIG, StreamSpec
 
 __all__ = [
@@ -72,14 +73,12 @@ ANNOTATION_UNITS = "directstream.io/units"
 
 EXECUTOR_CONTAINER = "executor"
 EXECUTOR_COMMAND = "directstream-executor"
-WORK_UNITS_ENV = "DIRECTSTREAM_WORK_UNITS"
-SECRET_ENV_PREFIX = "DIRECTSTREAM_KAFKA_SECRET_"
-COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+WORK_UNITS_ENV = wire.ENV_WORK_UNITS
+SECRET_ENV_PREFIX = wire.ENV_KAFKA_SECRET_PREFIX
+COMPLETION_INDEX_ENV = wire.ENV_COMPLETION_INDEX
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-# DIRECTSTREAM_* variables a user may set: executor tuning knobs, not part of the driver's channel.
-# Executor settings users may set themselves (the postgres sink's default DSN variable included).
-USER_SETTABLE_ENV = frozenset({"DIRECTSTREAM_STALL_TIMEOUT", "DIRECTSTREAM_POSTGRES_DSN"})
+TERMINATION_MESSAGE_PATH = str(wire.TERMINATION_LOG)
+USER_SETTABLE_ENV = wire.USER_SETTABLE_ENV
 
 # Finished Jobs linger this long so the driver can read their pods' results, then Kubernetes
 # deletes them (the driver also deletes a Job once it has read it).
@@ -109,7 +108,7 @@ _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _HASH_LENGTH = 8
 
 
-class ManifestError(ValueError):
+class ManifestError(PermanentError, ValueError):
     """A Job cannot be built from this spec and these units; the message says what to change."""
 
 
@@ -224,12 +223,6 @@ def _check_owner(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _is_reserved_env(name: str) -> bool:
-    if name in USER_SETTABLE_ENV:
-        return False
-    return name.startswith("DIRECTSTREAM_") or name == COMPLETION_INDEX_ENV
-
-
 def _user_env(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``spec.executors.env`` as given, refusing names that would override the executor's input."""
     checked: list[dict[str, Any]] = []
@@ -238,7 +231,7 @@ def _user_env(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         path = f"spec.executors.env[{position}]"
         if not isinstance(name, str) or not name:
             raise ManifestError(f"{path}: every env entry needs a name")
-        if _is_reserved_env(name):
+        if wire.is_reserved_env(name):
             raise ManifestError(
                 f"{path}: {name} is set by directstream and cannot be overridden "
                 f"(reserved: DIRECTSTREAM_* except {', '.join(sorted(USER_SETTABLE_ENV))}, "

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from directstream.executor.contract import OffsetRange
+from directstream.executor.contract import OffsetRange, PermanentError
 
 from .spec import ResetSpec, StreamSpec
 
@@ -54,7 +54,7 @@ class DataLoss:
         )
 
 
-class DataLossError(RuntimeError):
+class DataLossError(PermanentError):
     """``onDataLoss: fail`` and some committed offsets no longer exist in the log."""
 
     def __init__(self, losses: tuple[DataLoss, ...]) -> None:

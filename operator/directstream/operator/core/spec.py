@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from directstream.executor.contract import REFUSED_CONFIG, SINK_NAMES, PermanentError, SinkName
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
     DNS_SUBDOMAIN,
@@ -52,7 +53,7 @@ API_VERSION = "directstream.io/v1alpha1"
 KIND = "DirectStream"
 
 IsolationLevel = Literal["read_committed", "read_uncommitted"]
-Sink = Literal["jsonl", "kafka", "stdout", "count", "python", "postgres"]
+Sink = SinkName
 OffsetStore = Literal["kafka", "postgres"]
 OnDataLoss = Literal["fail", "earliest"]
 StopAt = Literal["never", "latest"]
@@ -60,7 +61,7 @@ StartKind = Literal["earliest", "latest", "timestamp", "offsets"]
 ResetTo = Literal["earliest", "latest", "timestamp", "offsets"]
 
 ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("read_committed", "read_uncommitted")
-SINKS: tuple[Sink, ...] = ("jsonl", "kafka", "stdout", "count", "python", "postgres")
+SINKS: tuple[Sink, ...] = SINK_NAMES
 OFFSET_STORES: tuple[OffsetStore, ...] = ("kafka", "postgres")
 ON_DATA_LOSS: tuple[OnDataLoss, ...] = ("fail", "earliest")
 STOP_AT: tuple[StopAt, ...] = ("never", "latest")
@@ -82,7 +83,7 @@ class FieldProblem:
         return f"{self.path}: {self.message}"
 
 
-class SpecError(ValueError):
+class SpecError(PermanentError, ValueError):
     """A manifest that is not a valid DirectStream; ``problems`` names each bad field."""
 
     def __init__(self, problems: list[FieldProblem]) -> None:
@@ -185,14 +186,7 @@ class StreamSpec:
         return topic not in INTERNAL_TOPICS and re.fullmatch(self.topic_pattern, topic) is not None
 
 
-# Client settings the driver and executors own; a user value would break offset handling or be ignored.
-FORBIDDEN_KAFKA_CONFIG = {
-    "group.id": "set spec.groupId instead",
-    "enable.auto.commit": "the driver commits offsets itself after each batch succeeds; remove it",
-    "isolation.level": "set spec.kafka.isolationLevel instead",
-    "bootstrap.servers": "set spec.kafka.bootstrapServers instead",
-    "auto.offset.reset": "set spec.startingOffsets (and spec.onDataLoss for lost offsets) instead",
-}
+FORBIDDEN_KAFKA_CONFIG = REFUSED_CONFIG  # the contract owns the list; the parser refuses them
 _ENTRY_POINT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _SPEC_DEFAULTS = StreamSpec(name="", kafka=KafkaSpec(bootstrap_servers=""))
 

@@ -3,9 +3,7 @@
 - ``set_condition``: Ready / Progressing / Degraded with reason, message, observedGeneration and a
   ``lastTransitionTime`` that moves only when the condition's status changes.
 - ``build_status`` / ``state_from_status``: the stream state in the resource's status and back.
-- ``outcome_for_event``: what a driver event means for the conditions, the phase and the
-  Kubernetes Event to record. Driver events arrive as plain strings (kind, message, warning):
-  the core does not import the driver's ports.
+- what a driver event does to conditions and phase: :mod:`.status_fold`.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,17 +20,15 @@ from .state import STATE_VERSION, StreamState
 
 __all__ = [
     "CONDITION_TYPES",
-    "KNOWN_EVENT_KINDS",
     "LAG_PARTITIONS_LIMIT",
     "PHASES",
-    "ConditionUpdate",
-    "EventOutcome",
-    "apply_outcome",
+    "Phase",
+    "bounded",
     "build_status",
     "format_time",
     "get_condition",
+    "lag_of",
     "lag_summary",
-    "outcome_for_event",
     "set_condition",
     "state_from_status",
 ]
@@ -66,7 +61,7 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _bounded(message: str) -> str:
+def bounded(message: str) -> str:
     return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
 
 
@@ -102,7 +97,7 @@ def set_condition(
         "type": type_,
         "status": status_text,
         "reason": reason,
-        "message": _bounded(message),
+        "message": bounded(message),
         "lastTransitionTime": now_iso,
         "observedGeneration": generation,
     }
@@ -121,19 +116,27 @@ def set_condition(
     return result
 
 
+def lag_of(
+    committed: Mapping[TopicPartition, int], latest: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """The one definition of lag: records from the committed offset to the latest, per partition.
+
+    A partition with nothing committed yet counts as no lag: the stream has not claimed it (it
+    starts where ``startingOffsets`` says when the first batch plans it).
+    """
+    return {tp: max(0, end - committed.get(tp, end)) for tp, end in latest.items()}
+
+
 def lag_summary(
     committed: Mapping[TopicPartition, int],
     latest: Mapping[TopicPartition, int],
     now_iso: str,
     limit: int = LAG_PARTITIONS_LIMIT,
 ) -> dict[str, Any]:
-    """``{total, partitions, updatedAt}``: the total lag and the ``limit`` largest per-partition lags.
-
-    A partition with nothing committed yet counts as no lag (as the driver counts it); the list is
-    bounded so status stays small with thousands of partitions.
+    """``{total, partitions, updatedAt}``: the total lag and the ``limit`` largest per-partition lags
+    (see :func:`lag_of`); the list is bounded so status stays small with thousands of partitions.
     """
-    lags = [(end - committed.get(tp, end), tp) for tp, end in latest.items()]
-    behind = [(lag, tp) for lag, tp in lags if lag > 0]
+    behind = [(lag, tp) for tp, lag in lag_of(committed, latest).items() if lag > 0]
     top = heapq.nsmallest(limit, behind, key=lambda item: (-item[0], item[1]))
     return {
         "total": sum(lag for lag, _ in behind),
@@ -158,21 +161,18 @@ def build_status(
     conditions: Sequence[Mapping[str, Any]],
     latest: Mapping[TopicPartition, int] | None,
     job_name: str | None,
-    applied_reset: str | None,
     now_iso: str,
     executors: JobProgress | None = None,
 ) -> dict[str, Any]:
     """The whole ``status`` of a DirectStream.
 
-    ``latest`` (offsets per partition) refreshes ``lag``; without it ``lag`` is left out, so a merge
-    patch keeps the previous value. ``job_name`` is recorded as ``pending.job`` while a batch is
-    pending; ``applied_reset`` overrides the state's own. ``executors`` adds the running Job's counts.
+    The status is written whole, so everything it should keep comes in here. ``latest`` (offsets
+    per partition) gives ``lag``; ``job_name`` is recorded as ``pending.job`` while a batch is
+    pending; ``executors`` adds the running Job's counts.
     """
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
     status = state.to_json()
-    if applied_reset is not None:
-        status["appliedReset"] = applied_reset
     if job_name is not None and status.get("pending") is not None:
         status["pending"]["job"] = job_name
     status["observedGeneration"] = generation
@@ -203,155 +203,3 @@ def state_from_status(status: Mapping[str, Any] | None) -> StreamState:
         return StreamState.from_json(doc)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the status holds a malformed stream state: {exc!r}") from exc
-
-
-# -- driver events ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionUpdate:
-    type: str
-    status: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
-    """What one driver event changes. ``emit_event`` is False for per-batch routine (planned,
-    committed, idle...): one Kubernetes Event per batch every few seconds would only flood etcd;
-    those show in conditions, status and metrics instead."""
-
-    reason: str
-    event_type: Literal["Normal", "Warning"]
-    message: str
-    conditions: tuple[ConditionUpdate, ...]
-    phase: Phase | None  # None = unchanged
-    emit_event: bool
-
-
-def _updates(*triples: tuple[str, str, str]) -> tuple[ConditionUpdate, ...]:
-    return tuple(ConditionUpdate(type_, status, reason) for type_, status, reason in triples)
-
-
-def _healthy(reason: str, progressing: str = "True") -> tuple[ConditionUpdate, ...]:
-    return _updates(
-        ("Ready", "True", reason), ("Progressing", progressing, reason), ("Degraded", "False", reason)
-    )
-
-
-# kind -> (reason, Warning?, condition updates, phase, emit a Kubernetes Event?)
-_EVENTS: dict[str, tuple[str, bool, tuple[ConditionUpdate, ...], Phase | None, bool]] = {
-    "started": ("Started", False, _updates(("Progressing", "True", "Started")), "Running", True),
-    "resumed": ("BatchResumed", False, _updates(("Progressing", "True", "BatchResumed")), "Running", True),
-    "planned": ("BatchPlanned", False, _updates(("Progressing", "True", "BatchPlanned")), "Running", False),
-    "launched": (
-        "ExecutorsLaunched",
-        False,
-        _updates(("Progressing", "True", "ExecutorsLaunched")),
-        "Running",
-        False,
-    ),
-    "retrying": (
-        "BatchRetrying",
-        True,
-        _updates(("Progressing", "True", "BatchRetrying"), ("Degraded", "True", "BatchRetrying")),
-        "Running",
-        True,
-    ),
-    "committed": ("BatchCommitted", False, _healthy("BatchCommitted"), "Running", False),
-    "positions": ("PositionsCommitted", False, _healthy("PositionsCommitted"), "Running", False),
-    "idle": ("NoNewRecords", False, _healthy("NoNewRecords", progressing="False"), "Running", False),
-    "data-loss": ("DataLoss", True, _updates(("Degraded", "True", "DataLoss")), None, True),
-    "failed": (
-        "BatchFailed",
-        True,
-        _updates(("Ready", "False", "BatchFailed"), ("Progressing", "False", "BatchFailed"))
-        + _updates(("Degraded", "True", "BatchFailed")),
-        "Failed",
-        True,
-    ),
-    "caught-up": ("CaughtUp", False, _healthy("CaughtUp", progressing="False"), "Completed", True),
-    "drift": ("OffsetsDrift", True, _updates(("Degraded", "True", "OffsetsDrift")), None, True),
-    "kafka-unavailable": (
-        "KafkaUnavailable",
-        True,
-        _updates(("Ready", "False", "KafkaUnavailable"), ("Degraded", "True", "KafkaUnavailable")),
-        None,
-        True,
-    ),
-    "kube-api-error": (
-        "KubernetesApiError",
-        True,
-        _updates(("Ready", "False", "KubernetesApiError"), ("Degraded", "True", "KubernetesApiError")),
-        None,
-        True,
-    ),
-    "store-unavailable": (
-        "OffsetStoreUnavailable",
-        True,
-        _updates(
-            ("Ready", "False", "OffsetStoreUnavailable"), ("Degraded", "True", "OffsetStoreUnavailable")
-        ),
-        None,
-        True,
-    ),
-    "stopped": ("Stopped", False, _updates(("Progressing", "False", "Stopped")), None, True),
-    "rewound": ("Rewound", False, _updates(("Progressing", "True", "Rewound")), "Running", True),
-    # Raised by the operator itself rather than the driver loop.
-    "suspended": (
-        "Suspended",
-        False,
-        _updates(("Ready", "False", "Suspended"), ("Progressing", "False", "Suspended")),
-        "Suspended",
-        True,
-    ),
-    "invalid-spec": (
-        "InvalidSpec",
-        True,
-        _updates(("Ready", "False", "InvalidSpec"), ("Progressing", "False", "InvalidSpec"))
-        + _updates(("Degraded", "True", "InvalidSpec")),
-        "Failed",
-        True,
-    ),
-}
-
-
-KNOWN_EVENT_KINDS = frozenset(_EVENTS)
-
-
-def camel_case(kind: str) -> str:
-    """``kafka-unavailable`` -> ``KafkaUnavailable``, a valid Event/condition reason."""
-    words = [word for word in re.split(r"[^A-Za-z0-9]+", kind) if word]
-    reason = "".join(word[:1].upper() + word[1:] for word in words)
-    return reason if reason[:1].isalpha() else f"Event{reason}"
-
-
-def outcome_for_event(kind: str, message: str, warning: bool = False) -> EventOutcome:
-    """What the driver event ``kind`` means. An unknown kind still gets an Event (its reason the
-    kind in CamelCase), but changes no condition."""
-    known = _EVENTS.get(kind)
-    if known is None:
-        event_type: Literal["Normal", "Warning"] = "Warning" if warning else "Normal"
-        return EventOutcome(camel_case(kind), event_type, _bounded(message), (), None, True)
-    reason, is_warning, updates, phase, emit = known
-    return EventOutcome(
-        reason, "Warning" if is_warning or warning else "Normal", _bounded(message), updates, phase, emit
-    )
-
-
-def apply_outcome(
-    conditions: Sequence[Mapping[str, Any]], outcome: EventOutcome, *, generation: int, now_iso: str
-) -> list[dict[str, Any]]:
-    """``conditions`` after ``outcome``'s updates, each carrying the event's message."""
-    result = [dict(condition) for condition in conditions]
-    for update in outcome.conditions:
-        result = set_condition(
-            result,
-            update.type,
-            update.status,
-            update.reason,
-            outcome.message,
-            generation=generation,
-            now_iso=now_iso,
-        )
-    return result

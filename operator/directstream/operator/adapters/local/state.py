@@ -10,16 +10,17 @@ import os
 from pathlib import Path
 from typing import IO
 
-from ..core.state import StreamState
+from ...core.errors import PermanentError
+from ...core.state import StreamState
 
 STATE_FILE = "state.json"
 
 
-class StateDirLocked(RuntimeError):
+class StateDirLocked(PermanentError):
     """Another driver holds this state directory."""
 
 
-class StateFileCorrupt(RuntimeError):
+class StateFileCorrupt(PermanentError):
     """The state file exists but cannot be read; it is left untouched for inspection."""
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from psycopg import sql
 
+from directstream.executor.contract import ConfigurationError, PostgresConnection
 from directstream.executor.offset_store_postgres import (
     connect,
     ensure_table,
@@ -22,12 +23,9 @@ from directstream.executor.offset_store_postgres import (
     table_identifier,
 )
 
+from ..core.errors import OffsetStoreUnavailable
 from ..core.planning import TopicPartition
 from ..core.spec import StreamSpec
-from ..ports import OffsetStoreUnavailable
-
-DEFAULT_DSN_ENV = "DIRECTSTREAM_POSTGRES_DSN"
-DEFAULT_OFFSETS_TABLE = "directstream_offsets"
 
 
 class OffsetStoreError(OffsetStoreUnavailable):
@@ -35,19 +33,13 @@ class OffsetStoreError(OffsetStoreUnavailable):
 
 
 def dsn_for(spec: StreamSpec, environ: Mapping[str, str] | None = None) -> str:
-    """The sink's connection string as the driver sees it: ``options.dsn``, else the variable
-    named by ``options.dsnEnv`` in the driver's own environment."""
-    options = spec.processor.options
-    if options.get("dsn"):
-        return str(options["dsn"])
-    variable = str(options.get("dsnEnv", DEFAULT_DSN_ENV))
-    value = (environ if environ is not None else os.environ).get(variable)
-    if not value:
-        raise OffsetStoreError(
-            f"offsets.store postgres: the driver needs the database too; set {variable} in its environment "
-            "(or processor.options.dsn)"
-        )
-    return value
+    """The sink's connection string as the driver sees it (local mode): ``options.dsn``, else the
+    variable named by ``options.dsnEnv`` in the driver's own environment."""
+    env = environ if environ is not None else os.environ
+    try:
+        return PostgresConnection.from_options(spec.processor.options).resolve(env.get, "the driver's")
+    except ConfigurationError as exc:
+        raise OffsetStoreError(f"offsets.store postgres: the driver needs the database too: {exc}") from exc
 
 
 class PostgresOffsetStore:
@@ -58,8 +50,7 @@ class PostgresOffsetStore:
 
     @classmethod
     def for_spec(cls, spec: StreamSpec, dsn: str) -> PostgresOffsetStore:
-        table = str(spec.processor.options.get("offsetsTable", DEFAULT_OFFSETS_TABLE))
-        return cls(dsn, table, spec.name)
+        return cls(dsn, PostgresConnection.from_options(spec.processor.options).offsets_table, spec.name)
 
     def read(self) -> dict[TopicPartition, int]:
         try:

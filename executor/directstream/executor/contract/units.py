@@ -1,4 +1,4 @@
-"""The driver↔executor contract: offset ranges, work units and results.
+"""Offset ranges, work units and results: the data that travels between driver and executor.
 
 Everything here is plain data that round-trips through JSON, because a work unit travels
 to a pod in an environment variable (cluster) or a file (local mode) and a result comes
@@ -12,13 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-CONTRACT_VERSION = 1
-# Kubernetes truncates termination messages beyond this size.
-TERMINATION_MESSAGE_LIMIT = 4096
-
-
-class ContractError(ValueError):
-    """A work unit or result document that does not follow the contract."""
+from .errors import ContractError
+from .kafka import KafkaClientSettings
+from .wire import CONTRACT_VERSION, TERMINATION_MESSAGE_LIMIT
 
 
 class OffsetRange(NamedTuple):
@@ -58,34 +54,6 @@ class OffsetRange(NamedTuple):
         if not isinstance(topic, str) or not all(isinstance(v, int) for v in (partition, start, until)):
             raise ContractError(f"offset range has wrong types: {doc!r}")
         return cls(topic, partition, start, until).check()
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaClientSettings:
-    """How an executor connects. Secret values are never in here: ``secret_env`` maps a
-    librdkafka setting to the environment variable that carries its value."""
-
-    bootstrap_servers: str
-    isolation_level: str = "read_committed"
-    config: Mapping[str, str] = field(default_factory=dict)
-    secret_env: Mapping[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "bootstrapServers": self.bootstrap_servers,
-            "isolationLevel": self.isolation_level,
-            "config": dict(self.config),
-            "secretEnv": dict(self.secret_env),
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> KafkaClientSettings:
-        return cls(
-            bootstrap_servers=str(doc["bootstrapServers"]),
-            isolation_level=str(doc.get("isolationLevel", "read_committed")),
-            config={str(k): str(v) for k, v in dict(doc.get("config", {})).items()},
-            secret_env={str(k): str(v) for k, v in dict(doc.get("secretEnv", {})).items()},
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,11 @@ from typing import Any
 
 from directstream.executor.contract import ExecutorResult, WorkUnit
 
-from ..core.job_results import read_job_progress
-from ..core.manifests import build_executor_job
-from ..core.spec import StreamSpec
-from .kube import AsyncKubeApi
+from ...core.job_results import read_job_progress
+from ...core.manifests import build_executor_job
+from ...core.spec import StreamSpec
+from .api import AsyncKubeApi
 
-SAFETY_POLL_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +37,7 @@ class JobLauncher:
         secret: Callable[[], tuple[str | None, Sequence[str]]],
         wake: asyncio.Event,
         on_job: Callable[[str | None], Awaitable[None]] | None = None,
+        poll_s: float = 5.0,
     ) -> None:
         self._kube = kube
         self._namespace = namespace
@@ -47,6 +47,7 @@ class JobLauncher:
         self._secret = secret
         self._wake = wake
         self._on_job = on_job
+        self._poll_s = poll_s  # besides the wake-ups (Job and pod events)
 
     async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
         if not units:
@@ -105,4 +106,4 @@ class JobLauncher:
                 )
                 return list(progress.results), done or progress.pending == 0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=SAFETY_POLL_S)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)

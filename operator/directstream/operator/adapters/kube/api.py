@@ -17,12 +17,14 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from ...core.errors import KubeApiError
+
 GROUP = "directstream.io"
 VERSION = "v1alpha1"
 PLURAL = "directstreams"
 
 
-class KubeError(RuntimeError):
+class KubeError(KubeApiError):
     """The API server refused or failed a request; ``status`` is the HTTP status."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

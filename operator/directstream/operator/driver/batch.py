@@ -1,4 +1,4 @@
-"""The driver loop shared by local mode and the operator: plan, record, launch, commit.
+"""One batch at a time: plan, record, launch, commit (the steps the loop in ``loop.py`` runs).
 
 All I/O comes in through ports (offsets, state, launcher), so this module decides *when*
 things happen and the pure core decides *what* they are.
@@ -6,15 +6,15 @@ things happen and the pure core decides *what* they are.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
-from directstream.executor.contract import ExecutorResult, KafkaClientSettings
+from directstream.executor.contract import ExecutorResult, KafkaClientSettings, PermanentError
 
-from .core.planning import (
+from ..core import events as ev
+from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable
+from ..core.planning import (
     BatchPlan,
     DataLossError,
     PlanInputs,
@@ -23,29 +23,18 @@ from .core.planning import (
     plan_batch,
     reset_offsets,
 )
-from .core.rate import next_rate
-from .core.spec import ResetSpec, StreamSpec
-from .core.state import LedgerEntry, StreamState
-from .core.work import build_work_units
-from .outcomes import BatchFailed, RunMode, RunOutcome, Step, describe_failures
-from .ports import (
-    DriverEvent,
-    ExternalOffsetsPort,
-    KafkaUnavailable,
-    LauncherPort,
-    Observer,
-    OffsetsPort,
-    OffsetStoreUnavailable,
-    StatePort,
-)
-
-RETRY_BACKOFF_MAX_S = 30.0
+from ..core.rate import next_rate
+from ..core.spec import ResetSpec, StreamSpec
+from ..core.state import LedgerEntry, StreamState
+from ..core.status import lag_of
+from ..core.work import build_work_units
+from .outcomes import BatchFailed, Step, describe_failures
+from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
+from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
 
 
-def lag_of(
-    committed: Mapping[TopicPartition, int], latest: Mapping[TopicPartition, int]
-) -> dict[TopicPartition, int]:
-    return {tp: max(0, end - committed.get(tp, end)) for tp, end in latest.items()}
+async def _no_sleep(seconds: float) -> None:
+    """For a driver that never waits between attempts (previews)."""
 
 
 class Driver:
@@ -59,7 +48,8 @@ class Driver:
         executor_kafka: KafkaClientSettings,
         observe: Observer,
         clock: Callable[[], float] = time.time,
-        retry_backoff_s: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = _no_sleep,
+        settings: DriverSettings = DEFAULT_SETTINGS,
         external: ExternalOffsetsPort | None = None,
     ) -> None:
         self.spec = spec
@@ -69,25 +59,11 @@ class Driver:
         self._executor_kafka = executor_kafka
         self._observe = observe
         self._now = clock
-        self._retry_backoff_s = retry_backoff_s
+        self._sleep = sleep
+        self._settings = settings
         self._external = external
-        self._stop = asyncio.Event()
         self._group_behind = False
         self.latest: dict[TopicPartition, int] = {}
-
-    def request_stop(self) -> None:
-        """Stop at the next batch boundary (a running batch finishes and commits first)."""
-        self._stop.set()
-
-    def _emit(
-        self, kind: str, message: str, batch_id: int | None = None, warning: bool = False, **fields: object
-    ) -> None:
-        self._observe(DriverEvent(kind, message, batch_id, warning, fields))  # type: ignore[arg-type]
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds > 0 and not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -100,7 +76,9 @@ class Driver:
         group = await self._offsets.committed(self.spec.group_id)  # the stream's partitions only
         if state.is_new:
             if group:
-                self._emit("started", f"resuming from the offsets of consumer group {self.spec.group_id}")
+                self._observe(
+                    ev.Started(message=f"resuming from the offsets of consumer group {self.spec.group_id}")
+                )
                 state = replace(state, committed=group)
             return state
         drift = {tp: (off, group.get(tp)) for tp, off in state.committed.items() if group.get(tp) != off}
@@ -108,11 +86,11 @@ class Driver:
             sample = ", ".join(
                 f"{t}[{p}] stored {s} group {g}" for (t, p), (s, g) in sorted(drift.items())[:5]
             )
-            self._emit(
-                "drift",
-                f"consumer group {self.spec.group_id} differs from the stored offsets ({sample}); "
-                "re-committing the stored offsets",
-                warning=True,
+            self._observe(
+                ev.Drift(
+                    message=f"consumer group {self.spec.group_id} differs from the stored offsets "
+                    f"({sample}); re-committing the stored offsets"
+                )
             )
             await self._offsets.commit(self.spec.group_id, state.committed)
         return state
@@ -139,10 +117,10 @@ class Driver:
             sample = ", ".join(
                 f"{t}[{p}] state {a} table {b}" for (t, p), (a, b) in sorted(differs.items())[:5]
             )
-            self._emit(
-                "drift",
-                f"the offsets table differs from the stream state ({sample}); the table wins",
-                warning=True,
+            self._observe(
+                ev.Drift(
+                    message=f"the offsets table differs from the stream state ({sample}); the table wins"
+                )
             )
         state = replace(state, committed={**state.committed, **stored})
         await self._store.save(state)
@@ -170,12 +148,12 @@ class Driver:
             if stored.get((r.topic, r.partition)) != r.until_offset
         ]
         if behind:
-            self._emit(
-                "drift",
-                f"batch {plan.batch_id}: the offsets table does not match the batch's ends: "
-                + ", ".join(behind[:5]),
-                plan.batch_id,
-                warning=True,
+            self._observe(
+                ev.Drift(
+                    message=f"batch {plan.batch_id}: the offsets table does not match the batch's ends: "
+                    + ", ".join(behind[:5]),
+                    batch_id=plan.batch_id,
+                )
             )
 
     # -- planning ---------------------------------------------------------------------------
@@ -214,11 +192,14 @@ class Driver:
         """
         if state.pending is not None:
             plan = state.pending.plan
-            self._emit(
-                "resumed",
-                f"batch {plan.batch_id}: resuming the recorded plan "
-                f"(attempt {state.pending.attempt}, {plan.offsets} offsets)",
-                plan.batch_id,
+            self._observe(
+                ev.Resumed(
+                    message=f"batch {plan.batch_id}: resuming the recorded plan "
+                    f"(attempt {state.pending.attempt}, {plan.offsets} offsets)",
+                    batch_id=plan.batch_id,
+                    attempt=state.pending.attempt,
+                    offsets=plan.offsets,
+                )
             )
             await self._start_chains(plan, state.committed)  # again: the crash may have come first
             if not self.latest:
@@ -227,25 +208,30 @@ class Driver:
         else:
             plan = await self.plan_next(state, stop_offsets)
             if not plan.changes_positions(state.committed):
-                self._emit("idle", "no new records", lag=sum(lag_of(state.committed, self.latest).values()))
+                self._observe(
+                    ev.Idle(message="no new records", lag=sum(lag_of(state.committed, self.latest).values()))
+                )
                 return state, None
             for loss in plan.data_loss:
-                self._emit(
-                    "data-loss",
-                    f"batch {plan.batch_id}: {loss}; skipping to offset {loss.resumed_at} "
-                    "(onDataLoss: earliest)",
-                    plan.batch_id,
-                    warning=True,
-                    lost=loss.lost,
+                self._observe(
+                    ev.DataLossSkipped(
+                        message=f"batch {plan.batch_id}: {loss}; skipping to offset {loss.resumed_at} "
+                        "(onDataLoss: earliest)",
+                        batch_id=plan.batch_id,
+                        lost=loss.lost,
+                    )
                 )
             state = state.with_plan(plan, self._now())
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             await self._start_chains(plan, state.committed)
-            self._emit(
-                "planned",
-                f"batch {plan.batch_id}: {len(plan.record_ranges)} ranges, {plan.offsets} offsets",
-                plan.batch_id,
-                offsets=plan.offsets,
+            self._observe(
+                ev.Planned(
+                    message=f"batch {plan.batch_id}: {len(plan.record_ranges)} ranges, "
+                    f"{plan.offsets} offsets",
+                    batch_id=plan.batch_id,
+                    offsets=plan.offsets,
+                    ranges=len(plan.record_ranges),
+                )
             )
         started = self._now()
         state, results = await self._run_attempts(state)
@@ -259,12 +245,13 @@ class Driver:
             units = build_work_units(self.spec, plan, attempt, self._executor_kafka)
             if not units:
                 return state, []
-            self._emit(
-                "launched",
-                f"batch {plan.batch_id} attempt {attempt}: {len(units)} executor(s)",
-                plan.batch_id,
-                executors=len(units),
-                attempt=attempt,
+            self._observe(
+                ev.Launched(
+                    message=f"batch {plan.batch_id} attempt {attempt}: {len(units)} executor(s)",
+                    batch_id=plan.batch_id,
+                    attempt=attempt,
+                    executors=len(units),
+                )
             )
             results = await self._launcher.run(units)
             failures = [r for r in results if not r.ok]
@@ -279,21 +266,21 @@ class Driver:
                     f"batch {plan.batch_id} failed {attempts_here} time(s) (maxAttempts "
                     f"{self.spec.max_attempts}); committed offsets unchanged: {reason}"
                 )
-                self._emit("failed", message, plan.batch_id, warning=True, failures=len(failures))
+                self._observe(ev.BatchGaveUp(message=message, batch_id=plan.batch_id, failures=len(failures)))
                 raise BatchFailed(message, state)
             state = state.with_retry(reason)
             await self._store.save(state)
-            backoff = min(RETRY_BACKOFF_MAX_S, self._retry_backoff_s * 2 ** (attempts_here - 1))
-            self._emit(
-                "retrying",
-                f"batch {plan.batch_id} attempt {attempt} failed, retrying the same ranges "
-                f"in {backoff:.1f}s: {reason}",
-                plan.batch_id,
-                warning=True,
-                attempt=attempt + 1,
-                failures=len(failures),
+            wait = backoff(self._settings.retry_backoff_s, attempts_here)
+            self._observe(
+                ev.Retrying(
+                    message=f"batch {plan.batch_id} attempt {attempt} failed, retrying the same ranges "
+                    f"in {wait:.1f}s: {reason}",
+                    batch_id=plan.batch_id,
+                    attempt=attempt + 1,
+                    failures=len(failures),
+                )
             )
-            await asyncio.sleep(backoff)
+            await self._sleep(wait)
 
     async def _commit(self, state: StreamState, results: list[ExecutorResult], started: float) -> StreamState:
         assert state.pending is not None
@@ -332,16 +319,18 @@ class Driver:
         await self._store.save(state)  # the stored offsets are the source of truth
         group_offsets = state.committed if self._group_behind else plan.next_offsets()
         lag = sum(lag_of(state.committed, self.latest).values())
-        kind = "committed" if plan.record_ranges else "positions"
-        self._emit(
-            kind,
-            f"batch {plan.batch_id} committed: {records} records in {entry.seconds:.2f}s, lag {lag}",
-            plan.batch_id,
-            records=records,
-            bytes=entry.bytes,
-            seconds=entry.seconds,
-            lag=lag,
-            attempts=pending.attempt,
+        self._observe(
+            ev.Committed(
+                message=f"batch {plan.batch_id} committed: {records} records in "
+                f"{entry.seconds:.2f}s, lag {lag}",
+                batch_id=plan.batch_id,
+                records=records,
+                bytes=entry.bytes,
+                seconds=entry.seconds,
+                lag=lag,
+                attempts=pending.attempt,
+                positions_only=not plan.record_ranges,
+            )
         )
         # After "committed", so that a drift it reports is the condition left standing.
         await self._commit_group(group_offsets, plan.batch_id)
@@ -354,12 +343,12 @@ class Driver:
         except KafkaUnavailable as exc:
             # The batch is committed in the stored state; the group catches up at the next commit.
             self._group_behind = True
-            self._emit(
-                "drift",
-                f"batch {batch_id}: stored offsets committed, but the consumer group "
-                f"{self.spec.group_id} could not be updated: {exc}",
-                batch_id,
-                warning=True,
+            self._observe(
+                ev.Drift(
+                    message=f"batch {batch_id}: stored offsets committed, but the consumer group "
+                    f"{self.spec.group_id} could not be updated: {exc}",
+                    batch_id=batch_id,
+                )
             )
 
     # -- resets (rewind / replay) -----------------------------------------------------------
@@ -383,91 +372,56 @@ class Driver:
         state = state.with_reset(target, reset.id, note, self._now())
         await self._store.save(state)
         await self._commit_group(target, state.next_batch_id - 1)
-        self._emit(
-            "rewound",
-            f"{note} ({len(target)} partition(s))",
-            warning=False,
-            partitions=len(target),
-            moved=moved,
+        self._observe(
+            ev.Rewound(message=f"{note} ({len(target)} partition(s))", partitions=len(target), moved=moved)
         )
         return state
 
-    # -- the loop ---------------------------------------------------------------------------
+    # -- one turn of the loop ----------------------------------------------------------------
 
     async def step(self, state: StreamState, targets: Mapping[TopicPartition, int] | None = None) -> Step:
-        """One turn of the loop at a batch boundary: a pending reset, or the next batch.
-        Failures come back as outcomes (never as exceptions), with offsets unchanged."""
+        """One turn at a batch boundary: a pending reset, or the next batch. Failures come back
+        as outcomes with their event already reported (never as exceptions), offsets unchanged."""
         try:
             reset = self.spec.reset
             if reset is not None and reset.id != state.applied_reset:
                 state = await self.apply_reset(state, reset)
                 return Step(state, "reset", message=f"applied reset {reset.id}")
-            if targets is not None and state.pending is None and self._caught_up(state, targets):
+            if targets is not None and state.pending is None and caught_up(state, targets):
                 message = (
                     f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
                 )
-                self._emit("caught-up", message)
+                self._observe(ev.CaughtUp(message=message))
                 return Step(state, "caught-up", message=message)
             state, plan = await self.run_batch(state, targets)
         except DataLossError as exc:
             message = f"{exc}; committed offsets unchanged (onDataLoss: fail)"
-            self._emit("failed", message, warning=True, reason="DataLoss")
+            self._observe(ev.DataLossRefused(message=message))
             return Step(state, "data-loss", message=message)
         except BatchFailed as exc:
             return Step(exc.state, "batch-failed", message=str(exc))
         except KafkaUnavailable as exc:
-            self._emit("kafka-unavailable", str(exc), warning=True)
+            self._observe(ev.KafkaUnreachable(message=str(exc)))
             return Step(state, "kafka-unavailable", message=str(exc))
         except OffsetStoreUnavailable as exc:
             # Retried like an unreachable broker: nothing moved, the recorded plan stays.
-            self._emit("store-unavailable", str(exc), warning=True)
-            return Step(state, "kafka-unavailable", message=str(exc))
+            self._observe(ev.OffsetStoreUnreachable(message=str(exc)))
+            return Step(state, "store-unavailable", message=str(exc))
+        except KubeApiError as exc:
+            # e.g. RBAC: 403 jobs.batch is forbidden. The plan was recorded before the launch,
+            # so the retry runs the very same ranges.
+            message = f"Kubernetes API: {exc}"
+            self._observe(ev.KubeApiRefused(message=message))
+            return Step(await self._store.load(), "kube-error", message=message)
+        except PermanentError as exc:
+            # The spec passed the parser but cannot run (e.g. the executor Job cannot be built).
+            message = f"cannot run batch {state.next_batch_id}: {exc}"
+            self._observe(ev.InvalidSpec(message=message))
+            return Step(await self._store.load(), "invalid-spec", message=message)
         if plan is None:
             return Step(state, "idle")
         return Step(state, "batch", plan=plan, backlog=plan.rate_capped)
 
-    async def run(self, mode: RunMode = RunMode.FOREVER) -> RunOutcome:
-        if self.spec.suspend:
-            return RunOutcome(
-                True, "suspended", "the stream is suspended (spec.suspend: true); nothing to run"
-            )
-        if self.spec.stop_at == "latest" and mode is RunMode.FOREVER:
-            mode = RunMode.UNTIL_CAUGHT_UP
-        try:
-            state = await self.load_state()
-            targets: dict[TopicPartition, int] | None = None
-            if mode is RunMode.UNTIL_CAUGHT_UP:
-                targets = {tp: m.latest for tp, m in (await self.watermarks_now()).items()}
-        except (KafkaUnavailable, OffsetStoreUnavailable) as exc:
-            return RunOutcome(False, "kafka-unavailable", str(exc))
-        kafka_failures = 0
-        next_tick = self._now()
-        while not self._stop.is_set():
-            result = await self.step(state, targets)
-            state = result.state
-            if result.outcome == "caught-up":
-                return RunOutcome(True, "caught-up", result.message)
-            if result.outcome in ("data-loss", "batch-failed"):
-                return RunOutcome(False, result.outcome, result.message)
-            if result.outcome == "kafka-unavailable":
-                kafka_failures += 1
-                if mode is not RunMode.FOREVER and kafka_failures >= 3:
-                    return RunOutcome(False, "kafka-unavailable", result.message)
-                await self._sleep(min(RETRY_BACKOFF_MAX_S, self._retry_backoff_s * 2**kafka_failures))
-                continue
-            kafka_failures = 0
-            if result.outcome == "reset":
-                continue
-            if mode is RunMode.ONCE:
-                return RunOutcome(True, "once", "one batch done" if result.plan else "no new records")
-            if result.backlog:
-                next_tick = self._now()  # a backlog: start the next batch right away
-                continue
-            next_tick = max(next_tick + self.spec.batch_interval_seconds, self._now() - 1e-3)
-            await self._sleep(next_tick - self._now())
-        self._emit("stopped", "stopped at a batch boundary")
-        return RunOutcome(True, "stopped", "stopped at a batch boundary")
 
-    @staticmethod
-    def _caught_up(state: StreamState, targets: Mapping[TopicPartition, int]) -> bool:
-        return all(state.committed.get(tp, -1) >= end for tp, end in targets.items())
+def caught_up(state: StreamState, targets: Mapping[TopicPartition, int]) -> bool:
+    return all(state.committed.get(tp, -1) >= end for tp, end in targets.items())

@@ -1,0 +1,1 @@
+"""Kubernetes: the API client, the Job launcher and the status store."""

@@ -1,0 +1,1 @@
+"""Local mode: executor processes and the state file."""

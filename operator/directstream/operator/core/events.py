@@ -1,0 +1,172 @@
+"""What the driver loop reports: one frozen dataclass per kind of event.
+
+Status, metrics and the CLI's progress are folds over these events, each a ``match`` over the
+classes below, so a new event is a type error in every consumer until it is handled. ``message``
+is what a person reads (a condition's message, an Event, a CLI line); the other fields are the
+figures consumers count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    message: str
+    batch_id: int | None = None
+    warning: ClassVar[bool] = False
+
+
+# -- the life of a batch ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Started(Event):
+    """The loop took charge of the stream (or resumed from the Kafka group's offsets)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Planned(Event):
+    offsets: int
+    ranges: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Resumed(Event):
+    """A recorded plan is run again after a restart."""
+
+    attempt: int
+    offsets: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Launched(Event):
+    attempt: int
+    executors: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Retrying(Event):
+    warning: ClassVar[bool] = True
+    attempt: int  # the attempt about to run
+    failures: int  # executors that failed the last one
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Committed(Event):
+    records: int
+    bytes: int
+    seconds: float
+    lag: int
+    attempts: int
+    positions_only: bool = False  # no record was read: only positions moved (a data-loss skip)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Idle(Event):
+    lag: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CaughtUp(Event):
+    """The committed offsets reached the ends seen when the run started."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rewound(Event):
+    partitions: int
+    moved: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stopped(Event):
+    """The loop stopped at a batch boundary."""
+
+
+# -- what went wrong -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataLossSkipped(Event):
+    """``onDataLoss: earliest`` skipped offsets that were gone before they were read."""
+
+    warning: ClassVar[bool] = True
+    lost: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataLossRefused(Event):
+    """``onDataLoss: fail``: the batch is not planned; nothing moves."""
+
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchGaveUp(Event):
+    """A batch failed ``maxAttempts`` times; its plan stays recorded."""
+
+    warning: ClassVar[bool] = True
+    failures: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Drift(Event):
+    """The consumer group or the offsets table disagrees with the stored offsets."""
+
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KafkaUnreachable(Event):
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OffsetStoreUnreachable(Event):
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KubeApiRefused(Event):
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Suspended(Event):
+    """``spec.suspend: true`` took effect at a batch boundary."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InvalidSpec(Event):
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Note(Event):
+    """A line for the person watching (the CLI); it changes no status."""
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Started,
+    Planned,
+    Resumed,
+    Launched,
+    Retrying,
+    Committed,
+    Idle,
+    CaughtUp,
+    Rewound,
+    Stopped,
+    DataLossSkipped,
+    DataLossRefused,
+    BatchGaveUp,
+    Drift,
+    KafkaUnreachable,
+    OffsetStoreUnreachable,
+    KubeApiRefused,
+    Suspended,
+    InvalidSpec,
+    Note,
+)

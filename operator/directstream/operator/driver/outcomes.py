@@ -1,0 +1,109 @@
+"""What one turn of the driver loop, and a whole run, can end in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+from directstream.executor.contract import ExecutorResult, PermanentError
+
+from ..core.planning import BatchPlan
+from ..core.state import StreamState
+
+
+class RunMode(Enum):
+    FOREVER = "forever"
+    ONCE = "once"
+    UNTIL_CAUGHT_UP = "until-caught-up"
+
+
+class BatchFailed(PermanentError):
+    """A batch failed ``maxAttempts`` times; its plan stays recorded, nothing was committed."""
+
+    def __init__(self, message: str, state: StreamState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+StepOutcome = Literal[
+    "batch",
+    "idle",
+    "reset",
+    "caught-up",
+    "data-loss",
+    "batch-failed",
+    "kafka-unavailable",
+    "store-unavailable",
+    "kube-error",
+    "invalid-spec",
+]
+# Why the loop cannot simply go on; the host decides what follows (Host.on_halt).
+HaltReason = Literal[
+    "suspended",
+    "invalid-spec",
+    "caught-up",
+    "data-loss",
+    "batch-failed",
+    "kafka-unavailable",
+    "store-unavailable",
+    "kube-error",
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    state: StreamState
+    outcome: StepOutcome
+    plan: BatchPlan | None = None
+    message: str = ""
+    backlog: bool = False  # a rate cap left records behind: the next batch may start at once
+
+
+@dataclass(frozen=True)
+class Halt:
+    reason: HaltReason
+    message: str
+    failures: int = 0  # consecutive failures of this kind (unavailable servers)
+    before_first_batch: bool = False  # the stream's state could not even be loaded
+
+
+@dataclass(frozen=True)
+class Exit:
+    """End the run with this outcome."""
+
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Back off (the settings' unavailable backoff) and try again."""
+
+
+@dataclass(frozen=True)
+class WaitForChange:
+    """Wait for a spec change (or ``at_most`` seconds), then look again."""
+
+    at_most: float
+
+
+Decision = Exit | Retry | WaitForChange
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    ok: bool
+    reason: str  # caught-up | once | stopped | suspended | data-loss | batch-failed | kafka-unavailable ...
+    message: str
+
+
+def describe_failures(results: list[ExecutorResult]) -> str:
+    parts = []
+    for r in results:
+        where = (
+            f" at {r.failed_at.topic}[{r.failed_at.partition}] offset {r.failed_at.offset}"
+            if r.failed_at
+            else ""
+        )
+        parts.append(f"executor {r.index}{where}: {r.error or 'failed without a message'}")
+    return "; ".join(parts)

@@ -1,0 +1,92 @@
+"""What the driver needs from the outside world. Local mode and the operator each provide these;
+the driver knows neither files nor Kubernetes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from directstream.executor.contract import ExecutorResult, WorkUnit
+
+from ..core.events import Event
+from ..core.planning import TopicPartition, Watermarks
+from ..core.spec import StreamSpec
+from ..core.state import StreamState
+
+if TYPE_CHECKING:
+    from .batch import Driver
+    from .outcomes import Decision, Halt
+
+
+class OffsetsPort(Protocol):
+    async def partitions(self) -> list[TopicPartition]: ...
+    async def watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, Watermarks]: ...
+    async def offsets_for_timestamp(
+        self, tps: list[TopicPartition], timestamp_ms: int
+    ) -> dict[TopicPartition, int]: ...
+    async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None: ...
+    async def committed(self, group: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets for the partitions the stream reads now."""
+
+
+class ExternalOffsetsPort(Protocol):
+    """Offsets kept by the sink in the user's database (``spec.offsets.store: postgres``)."""
+
+    async def read(self) -> dict[TopicPartition, int]: ...
+
+    async def move(self, moves: Mapping[TopicPartition, tuple[int | None, int]]) -> None:
+        """Start or move chains ``{tp: (expected, new)}``, each only if still at ``expected``."""
+
+    async def force(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Set chains unconditionally (a rewind)."""
+
+
+class StatePort(Protocol):
+    async def load(self) -> StreamState: ...
+
+    async def save(self, state: StreamState) -> None:
+        """Durably store ``state``; returns only once it would survive a crash."""
+
+
+class LauncherPort(Protocol):
+    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
+        """Run every unit of one batch attempt and return one result per unit. A unit whose
+        executor died without a result gets a failed result that says how it died."""
+
+
+class Observer(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class Host(Protocol):
+    """What differs between local mode and the operator; the loop (``loop.run_stream``) is one.
+
+    - where the spec comes from (a file, or the live object) and the driver built for it;
+    - how to wait and be woken (a stop; in the operator also spec changes and Job events);
+    - the terminal policy: exit with a code, or set conditions and wait for a change.
+    """
+
+    def observe(self, event: Event) -> None: ...
+
+    async def read_spec(self) -> StreamSpec:
+        """The spec as it is now; raises ``SpecError`` for an invalid one."""
+
+    async def driver_for(self, spec: StreamSpec) -> Driver:
+        """The driver for ``spec``, rebuilt when its connections change."""
+
+    async def checkpoint(self) -> None:
+        """Persist what the events since the last call changed (the operator's status)."""
+
+    def stopping(self) -> bool: ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait; only a stop ends it early."""
+
+    async def pause(self, seconds: float) -> None:
+        """Wait; a stop or anything that may change what to do next (a Job event) ends it early."""
+
+    async def wait_for_change(self, at_most: float) -> None:
+        """Wait until the spec changes, a stop, or ``at_most`` seconds."""
+
+    def on_halt(self, halt: Halt) -> Decision:
+        """What to do when the loop cannot go on as it is."""

@@ -1,0 +1,94 @@
+"""Local mode's host: the spec comes from a file, executors are processes, state is a file, and
+the run ends with an exit code (``directstream run``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ..adapters.kafka import KafkaOffsets, KafkaOffsetsPort
+from ..adapters.local.launcher import LocalLauncher
+from ..adapters.local.state import LocalStateStore
+from ..adapters.postgres import AsyncOffsetStore, PostgresOffsetStore, dsn_for
+from ..core.events import Event
+from ..core.spec import StreamSpec
+from ..core.work import executor_kafka_settings
+from ..driver import Driver, DriverSettings
+from ..driver.outcomes import Decision, Halt, RunMode
+from ..driver.policies import exit_policy
+from ..driver.ports import Observer
+from .waits import wait_for_any
+
+
+def build_local_driver(
+    spec: StreamSpec, state_dir: Path, observe: Observer, settings: DriverSettings, stop: asyncio.Event
+) -> Driver:
+    """The driver with local mode's adapters (Kafka, a state file, executor processes)."""
+    external = None
+    if spec.offset_store == "postgres":
+        external = AsyncOffsetStore(PostgresOffsetStore.for_spec(spec, dsn_for(spec)))
+
+    async def sleep(seconds: float) -> None:
+        await wait_for_any(seconds, stop)
+
+    return Driver(
+        spec,
+        offsets=KafkaOffsetsPort(KafkaOffsets(spec)),
+        state=LocalStateStore(state_dir),
+        launcher=LocalLauncher(state_dir / "attempts"),
+        executor_kafka=executor_kafka_settings(spec),
+        observe=observe,
+        sleep=sleep,
+        settings=settings,
+        external=external,
+    )
+
+
+class LocalHost:
+    def __init__(
+        self,
+        *,
+        spec: StreamSpec,
+        driver: Driver,
+        observe: Observer,
+        mode: RunMode,
+        settings: DriverSettings,
+        stop: asyncio.Event,
+    ) -> None:
+        self._spec = spec
+        self._driver = driver
+        self._observe = observe
+        self._mode = mode
+        self._settings = settings
+        self.stop = stop  # shared with the driver, whose retry backoff a stop cuts short
+
+    def request_stop(self) -> None:
+        """Stop at the next batch boundary (a running batch finishes and commits first)."""
+        self.stop.set()
+
+    def observe(self, event: Event) -> None:
+        self._observe(event)
+
+    async def read_spec(self) -> StreamSpec:
+        return self._spec
+
+    async def driver_for(self, spec: StreamSpec) -> Driver:
+        return self._driver
+
+    async def checkpoint(self) -> None:
+        """Nothing to do: the driver saved the state file itself."""
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    async def sleep(self, seconds: float) -> None:
+        await wait_for_any(seconds, self.stop)
+
+    async def pause(self, seconds: float) -> None:
+        await wait_for_any(seconds, self.stop)
+
+    async def wait_for_change(self, at_most: float) -> None:
+        await wait_for_any(at_most, self.stop)  # a file does not change under a run
+
+    def on_halt(self, halt: Halt) -> Decision:
+        return exit_policy(halt, self._mode, self._settings)

@@ -1,0 +1,242 @@
+"""In-memory fakes of every port of the driver, for tests that run the real loop in milliseconds.
+
+- :class:`FakeKafka` (``OffsetsPort``): partitions with earliest/latest offsets, a consumer group,
+  records produced and deleted, and outages (``fail_next``).
+- :class:`MemoryState` (``StatePort``): the state, and every state saved, in order.
+- :class:`FakeLauncher` (``LauncherPort``): runs nothing; answers each unit with a result from a
+  script, and records the units and the state recorded when they were launched.
+- :class:`FakeClock`: time that moves only when the loop sleeps.
+- :class:`MemoryHost` (``Host``): a spec that tests may change, the events seen, a stop after a
+  number of turns, and either terminal policy (exit like local mode, or wait like the operator).
+
+Nothing here does I/O; the loop, the driver and the pure core under test are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from directstream.executor.contract import ExecutorResult, KafkaClientSettings, WorkUnit
+
+from .core.errors import KafkaUnavailable, KubeApiError
+from .core.events import Event
+from .core.planning import TopicPartition, Watermarks
+from .core.spec import StreamSpec
+from .core.state import StreamState
+from .driver import DEFAULT_SETTINGS, Driver, DriverSettings
+from .driver.outcomes import Decision, Halt, RunMode
+from .driver.policies import exit_policy, wait_policy
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+class FakeKafka:
+    """Topics as ``{(topic, partition): Watermarks}``; a group's commits; scripted outages."""
+
+    def __init__(self, partitions: Mapping[TopicPartition, int] | None = None) -> None:
+        self.marks: dict[TopicPartition, Watermarks] = {
+            tp: Watermarks(0, latest) for tp, latest in (partitions or {}).items()
+        }
+        self.groups: dict[str, dict[TopicPartition, int]] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self._failures = 0
+        self.calls = 0
+
+    def produce(self, tp: TopicPartition, records: int) -> None:
+        mark = self.marks.get(tp, Watermarks(0, 0))
+        self.marks[tp] = replace(mark, latest=mark.latest + records)
+
+    def delete_records(self, tp: TopicPartition, before: int) -> None:
+        """Retention: offsets below ``before`` are gone."""
+        self.marks[tp] = replace(self.marks[tp], earliest=before)
+
+    def fail_next(self, calls: int) -> None:
+        """The next ``calls`` requests find Kafka unreachable."""
+        self._failures = calls
+
+    def _request(self) -> None:
+        self.calls += 1
+        if self._failures > 0:
+            self._failures -= 1
+            raise KafkaUnavailable("cannot reach Kafka at fake:9092: connection refused")
+
+    async def partitions(self) -> list[TopicPartition]:
+        self._request()
+        return sorted(self.marks)
+
+    async def watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, Watermarks]:
+        self._request()
+        return {tp: self.marks[tp] for tp in tps}
+
+    async def offsets_for_timestamp(
+        self, tps: list[TopicPartition], timestamp_ms: int
+    ) -> dict[TopicPartition, int]:
+        self._request()
+        return {tp: self.marks[tp].earliest for tp in tps}
+
+    async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        self._request()
+        self.groups.setdefault(group, {}).update(offsets)
+        self.commits.append(dict(offsets))
+
+    async def committed(self, group: str) -> dict[TopicPartition, int]:
+        self._request()
+        return {tp: off for tp, off in self.groups.get(group, {}).items() if tp in self.marks}
+
+
+class MemoryState:
+    def __init__(self, state: StreamState | None = None) -> None:
+        self.state = state or StreamState()
+        self.saved: list[StreamState] = []
+
+    async def load(self) -> StreamState:
+        return self.state
+
+    async def save(self, state: StreamState) -> None:
+        self.state = state
+        self.saved.append(state)
+
+
+Script = Callable[[WorkUnit], ExecutorResult | Exception]
+
+
+def succeed(unit: WorkUnit) -> ExecutorResult:
+    """Every record of the unit processed."""
+    records = sum(r.count for r in unit.ranges)
+    return ExecutorResult(unit.batch_id, unit.attempt, unit.index, ok=True, records=records, bytes=records)
+
+
+@dataclass
+class Launch:
+    units: tuple[WorkUnit, ...]
+    recorded: StreamState  # the state stored when the executors started (the write-ahead log)
+
+
+@dataclass
+class FakeLauncher:
+    """Answers every unit from ``script`` (a result, or an exception the launcher raises)."""
+
+    state: MemoryState
+    script: Script = succeed
+    launches: list[Launch] = field(default_factory=list)
+
+    def fail_attempts(self, attempts: int, error: str = "boom") -> None:
+        """The first ``attempts`` attempts of every batch fail on unit 0."""
+
+        def script(unit: WorkUnit) -> ExecutorResult:
+            if unit.attempt <= attempts and unit.index == 0:
+                return ExecutorResult(unit.batch_id, unit.attempt, unit.index, ok=False, error=error)
+            return succeed(unit)
+
+        self.script = script
+
+    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
+        self.launches.append(Launch(tuple(units), self.state.state))
+        results = []
+        for unit in units:
+            answer = self.script(unit)
+            if isinstance(answer, Exception):
+                raise answer
+            results.append(answer)
+        return results
+
+
+class MemoryHost:
+    """The loop's host over fakes, with the real terminal policies: ``"local"`` (exit) or
+    ``"cluster"`` (wait for a change)."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        kafka: FakeKafka,
+        state: MemoryState | None = None,
+        settings: DriverSettings = DEFAULT_SETTINGS,
+        policy: str = "local",
+        mode: RunMode = RunMode.FOREVER,
+        max_turns: int = 1_000,
+    ) -> None:
+        self.spec = spec
+        self.kafka = kafka
+        self.store = state or MemoryState()
+        self.launcher = FakeLauncher(self.store)
+        self.clock = FakeClock()
+        self.settings = settings
+        self.policy = policy
+        self.mode = mode  # for the local policy; pass the same mode to run_stream
+        self.events: list[Event] = []
+        self.halts: list[Halt] = []
+        self.sleeps: list[float] = []  # sleep(): the driver's retry backoff
+        self.pauses: list[float] = []  # pause(): the schedule and the unavailable backoff
+        self.waits: list[float] = []  # wait_for_change()
+        self.checkpoints = 0
+        self.turns_left = max_turns
+        self.on_wait: Callable[[MemoryHost], None] | None = None  # e.g. change the spec while waiting
+        self.driver = Driver(
+            spec,
+            offsets=kafka,
+            state=self.store,
+            launcher=self.launcher,
+            executor_kafka=KafkaClientSettings(bootstrap_servers="fake:9092"),
+            observe=self.observe,
+            clock=self.clock,
+            sleep=self.sleep,
+            settings=settings,
+        )
+
+    def of_type(self, event_type: type[Event]) -> list[Event]:
+        return [e for e in self.events if isinstance(e, event_type)]
+
+    # -- the Host protocol ----------------------------------------------------------------------
+
+    def observe(self, event: Event) -> None:
+        self.events.append(event)
+
+    async def read_spec(self) -> StreamSpec:
+        self.turns_left -= 1
+        return self.spec
+
+    async def driver_for(self, spec: StreamSpec) -> Driver:
+        self.driver.spec = spec
+        return self.driver
+
+    async def checkpoint(self) -> None:
+        self.checkpoints += 1
+
+    def stopping(self) -> bool:
+        return self.turns_left <= 0
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock.advance(seconds)
+
+    async def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.clock.advance(seconds)
+
+    async def wait_for_change(self, at_most: float) -> None:
+        self.waits.append(at_most)
+        self.clock.advance(at_most)
+        if self.on_wait is not None:
+            self.on_wait(self)
+
+    def on_halt(self, halt: Halt) -> Decision:
+        self.halts.append(halt)
+        if self.policy == "cluster":
+            return wait_policy(halt, self.settings)
+        return exit_policy(halt, self.mode, self.settings)
+
+
+def refused(message: str = "403 jobs.batch is forbidden") -> Exception:
+    """What a launcher raises when the API server refuses the Job."""
+    return KubeApiError(message)
