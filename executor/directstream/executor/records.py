@@ -132,16 +132,15 @@ _NO_HEADERS: tuple[()] = ()
 _Columns = tuple[Iterable[str | _Unset | None], Iterable[bytes | _Unset]]
 
 
-def _byte_columns(data: list[bytes | None]) -> _Columns:
+def _byte_columns(data: list[bytes | None], optimistic: bool) -> _Columns:
+    """``optimistic``: when nothing is null, decode lazily as text while the chunk is encoded; a
+    record that is not UTF-8 then raises UnicodeDecodeError and the chunk is encoded again."""
     count = len(data)
     nulls = data.count(None)
     if nulls == count:  # the common null-key case stays in C
         return repeat(None, count), repeat(_UNSET, count)
-    if not nulls:
-        try:
-            return list(map(bytes.decode, data)), repeat(_UNSET, count)  # type: ignore[arg-type]
-        except UnicodeDecodeError:
-            pass  # some are binary: sort them out one by one
+    if optimistic and not nulls:
+        return map(bytes.decode, data), repeat(_UNSET, count)  # type: ignore[arg-type]
     text: list[str | _Unset | None] = []
     binary: list[bytes | _Unset] = []
     for item in data:
@@ -174,24 +173,29 @@ def _header_json(headers: Headers | None) -> Sequence[Sequence[str | bytes | Non
     return entries
 
 
-def _json_records(records: Sequence[KafkaRecord], range_: OffsetRange | None) -> Iterable[_JsonRecord]:
-    """One struct per record, built column by column; columns come from ``Message``'s unbound C
-    methods, or from each record's methods when the records are other ``KafkaRecord`` s."""
+def _json_records(
+    records: Sequence[KafkaRecord], range_: OffsetRange | None, optimistic: bool
+) -> Iterable[_JsonRecord]:
+    """One struct per record, built column by column and lazily: the encoder frees each struct
+    before it builds the next. Columns come from ``Message``'s unbound C methods, or from each
+    record's methods when the records are other ``KafkaRecord`` s."""
     messages: Any = records
     count = len(records)
     not_available = TIMESTAMP_NOT_AVAILABLE
     topics: Iterable[str | None]
     partitions: Iterable[int | None]
+    offsets: Iterable[int | None]
     try:
-        if range_ is None:
-            topics = list(map(message_topic, messages))
-            partitions = list(map(message_partition, messages))
-        else:
-            topics, partitions = repeat(range_.topic, count), repeat(range_.partition, count)
-        offsets = list(map(message_offset, messages))
+        # These raise TypeError at once unless every record is a Message; the lazy maps below
+        # then only meet Messages.
         keys = list(map(message_key, messages))
         values = list(map(message_value, messages))
         headers = list(map(message_headers, messages))
+        if range_ is None:
+            topics, partitions = map(message_topic, messages), map(message_partition, messages)
+        else:
+            topics, partitions = repeat(range_.topic, count), repeat(range_.partition, count)
+        offsets = map(message_offset, messages)
         # Each (type, timestamp) tuple is freed as soon as it is unpacked: a list of 10,000 live
         # tuples would trigger young garbage collections (and, through them, full ones).
         timestamps = [None if kind == not_available else at for kind, at in map(message_timestamp, messages)]
@@ -203,8 +207,8 @@ def _json_records(records: Sequence[KafkaRecord], range_: OffsetRange | None) ->
         values = [r.value() for r in records]
         headers = [r.headers() for r in records]
         timestamps = [None if kind == not_available else at for kind, at in (r.timestamp() for r in records)]
-    key_text, key_binary = _byte_columns(keys)
-    value_text, value_binary = _byte_columns(values)
+    key_text, key_binary = _byte_columns(keys, optimistic)
+    value_text, value_binary = _byte_columns(values, optimistic)
     header_json: Iterable[Sequence[Sequence[str | bytes | None]]] = (
         repeat(_NO_HEADERS, count) if headers.count(None) == count else map(_header_json, headers)
     )
@@ -228,7 +232,10 @@ def encode_json_lines(records: Sequence[KafkaRecord], range_: OffsetRange | None
     partition are taken from it."""
     if not records:
         return b""
-    return _encoder.encode_lines(list(_json_records(records, range_)))
+    try:
+        return _encoder.encode_lines(_json_records(records, range_, optimistic=True))
+    except UnicodeDecodeError:  # some key or value is binary: sort the chunk out record by record
+        return _encoder.encode_lines(_json_records(records, range_, optimistic=False))
 
 
 def json_lines(records: Sequence[KafkaRecord]) -> str:
