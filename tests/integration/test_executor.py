@@ -387,7 +387,8 @@ def test_bad_inputs_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     }
     cases: list[tuple[Any, str]] = [
         ("{not json", "not JSON"),
-        ({**base, "processor": {"sink": "parquet"}}, "unknown sink 'parquet'"),
+        ({**base, "processor": {"sink": "orc"}}, "unknown sink 'orc'"),
+        ({**base, "processor": {"sink": "parquet"}}, "parquet sink options.url: required"),
         ({**base, "processor": {"sink": "jsonl", "options": {}}}, "options.directory"),
         ({**base, "processor": {"sink": "kafka", "options": {}}}, "options.topic"),
         (

@@ -82,6 +82,7 @@ class WorkUnit:
     ranges: tuple[OffsetRange, ...]
     kafka: KafkaClientSettings
     processor: ProcessorSettings
+    digest: str = ""  # the attempt's fingerprint; the executor's result carries it back
 
     @property
     def record_count(self) -> int:
@@ -97,6 +98,7 @@ class WorkUnit:
             "ranges": [r.to_json() for r in self.ranges],
             "kafka": self.kafka.to_json(),
             "processor": self.processor.to_json(),
+            **({"digest": self.digest} if self.digest else {}),
         }
 
     def dumps(self) -> str:
@@ -115,6 +117,7 @@ class WorkUnit:
                 ranges=tuple(OffsetRange.from_json(r) for r in doc["ranges"]),
                 kafka=KafkaClientSettings.from_json(doc["kafka"]),
                 processor=ProcessorSettings.from_json(doc["processor"]),
+                digest=str(doc.get("digest", "")),
             )
         except ContractError:
             raise
@@ -154,6 +157,7 @@ class ExecutorResult:
     seconds: float = 0.0
     error: str | None = None
     failed_at: FailedAt | None = None
+    digest: str = ""  # the unit's digest: which pinned attempt this result belongs to
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -170,6 +174,8 @@ class ExecutorResult:
             doc["error"] = self.error
         if self.failed_at is not None:
             doc["failedAt"] = [self.failed_at.topic, self.failed_at.partition, self.failed_at.offset]
+        if self.digest:
+            doc["digest"] = self.digest
         return doc
 
     def dumps(self) -> str:
@@ -203,6 +209,7 @@ class ExecutorResult:
                 seconds=float(doc.get("seconds", 0.0)),
                 error=doc.get("error"),
                 failed_at=FailedAt(str(failed[0]), int(failed[1]), int(failed[2])) if failed else None,
+                digest=str(doc.get("digest", "")),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise ContractError(f"malformed executor result {text[:200]!r}: {exc}") from exc

@@ -81,6 +81,11 @@ class Rewound(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SpecChangeDeferred(Event):
+    """A pending batch keeps the settings it was planned with; the spec edit applies next batch."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Stopped(Event):
     """The loop stopped at a batch boundary."""
 
@@ -158,6 +163,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Idle,
     CaughtUp,
     Rewound,
+    SpecChangeDeferred,
     Stopped,
     DataLossSkipped,
     DataLossRefused,

@@ -14,6 +14,7 @@ from directstream.executor.contract import ExecutorResult, KafkaClientSettings, 
 
 from ..core import events as ev
 from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable
+from ..core.pinning import AttemptRun, pin, spec_fingerprint, work_units
 from ..core.planning import (
     BatchPlan,
     DataLossError,
@@ -27,7 +28,6 @@ from ..core.rate import next_rate
 from ..core.spec import ResetSpec, StreamSpec
 from ..core.state import LedgerEntry, StreamState
 from ..core.status import lag_of
-from ..core.work import build_work_units
 from .outcomes import BatchFailed, Step, describe_failures
 from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
@@ -63,6 +63,7 @@ class Driver:
         self._settings = settings
         self._external = external
         self._group_behind = False
+        self._deferred: tuple[int, str] | None = None  # the deferred spec change already reported
         self.latest: dict[TopicPartition, int] = {}
 
     # -- start-up ---------------------------------------------------------------------------
@@ -201,6 +202,7 @@ class Driver:
                     offsets=plan.offsets,
                 )
             )
+            state = await self._pinned(state)
             await self._start_chains(plan, state.committed)  # again: the crash may have come first
             if not self.latest:
                 marks = await self._offsets.watermarks([(r.topic, r.partition) for r in plan.ranges])
@@ -221,7 +223,7 @@ class Driver:
                         lost=loss.lost,
                     )
                 )
-            state = state.with_plan(plan, self._now())
+            state = state.with_plan(plan, self._now(), pin(self.spec, plan))
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             await self._start_chains(plan, state.committed)
             self._observe(
@@ -237,12 +239,41 @@ class Driver:
         state, results = await self._run_attempts(state)
         return await self._commit(state, results, started), plan
 
+    async def _pinned(self, state: StreamState) -> StreamState:
+        """A recorded batch runs with the settings it was planned with; say so when the spec has
+        changed since (the change applies from the next batch)."""
+        assert state.pending is not None
+        pending = state.pending
+        live = pin(self.spec, pending.plan)
+        if pending.pinned is None:  # recorded by a version that did not pin: pin it now
+            state = state.with_pinned(live)
+            await self._store.save(state)
+            return state
+        if live.digest != pending.pinned.digest and self._deferred != (pending.plan.batch_id, live.digest):
+            self._deferred = (pending.plan.batch_id, live.digest)
+            self._observe(
+                ev.SpecChangeDeferred(
+                    message=f"batch {pending.plan.batch_id} runs with the executor, processor and split "
+                    f"settings it was planned with; the spec change applies from batch "
+                    f"{pending.plan.batch_id + 1}",
+                    batch_id=pending.plan.batch_id,
+                )
+            )
+        return state
+
     async def _run_attempts(self, state: StreamState) -> tuple[StreamState, list[ExecutorResult]]:
-        attempts_here = 0
         while True:
-            assert state.pending is not None
-            plan, attempt = state.pending.plan, state.pending.attempt
-            units = build_work_units(self.spec, plan, attempt, self._executor_kafka)
+            state = await self._pinned(state)
+            pending = state.pending
+            assert pending is not None and pending.pinned is not None
+            plan, attempt, pinned = pending.plan, pending.attempt, pending.pinned
+            if pending.exhausted is not None:
+                if pending.exhausted == spec_fingerprint(self.spec):
+                    raise BatchFailed(self._gave_up_message(state), state)
+                state = state.with_budget_renewed()  # the spec changed: maxAttempts more attempts
+                await self._store.save(state)
+                continue
+            units = work_units(self.spec.name, plan, pinned, attempt, self._executor_kafka)
             if not units:
                 return state, []
             self._observe(
@@ -253,24 +284,22 @@ class Driver:
                     executors=len(units),
                 )
             )
-            results = await self._launcher.run(units)
+            results = await self._launcher.run(AttemptRun(units, pinned.executors, pinned.digest))
             failures = [r for r in results if not r.ok]
             if not failures:
                 return state, results
-            attempts_here += 1
             reason = describe_failures(failures)
-            if attempts_here >= self.spec.max_attempts:
-                state = state.with_retry(reason)  # the next run starts from attempt + 1 of the same plan
+            failed = pending.failed_attempts + 1
+            if failed >= self.spec.max_attempts:
+                # Persisted: a restart or another step does not start the count again.
+                state = state.with_exhausted(reason, spec_fingerprint(self.spec))
                 await self._store.save(state)
-                message = (
-                    f"batch {plan.batch_id} failed {attempts_here} time(s) (maxAttempts "
-                    f"{self.spec.max_attempts}); committed offsets unchanged: {reason}"
-                )
+                message = self._gave_up_message(state)
                 self._observe(ev.BatchGaveUp(message=message, batch_id=plan.batch_id, failures=len(failures)))
                 raise BatchFailed(message, state)
             state = state.with_retry(reason)
             await self._store.save(state)
-            wait = backoff(self._settings.retry_backoff_s, attempts_here)
+            wait = backoff(self._settings.retry_backoff_s, failed)
             self._observe(
                 ev.Retrying(
                     message=f"batch {plan.batch_id} attempt {attempt} failed, retrying the same ranges "
@@ -281,6 +310,15 @@ class Driver:
                 )
             )
             await self._sleep(wait)
+
+    def _gave_up_message(self, state: StreamState) -> str:
+        assert state.pending is not None
+        pending = state.pending
+        return (
+            f"batch {pending.plan.batch_id} failed {pending.failed_attempts} time(s) (maxAttempts "
+            f"{self.spec.max_attempts}); committed offsets unchanged; it runs again after a spec change "
+            f"or a reset: {pending.first_error}"
+        )
 
     async def _commit(self, state: StreamState, results: list[ExecutorResult], started: float) -> StreamState:
         assert state.pending is not None
@@ -334,6 +372,8 @@ class Driver:
         )
         # After "committed", so that a drift it reports is the condition left standing.
         await self._commit_group(group_offsets, plan.batch_id)
+        # Only now, with the commit durable, may the attempt's Jobs (and their results) go.
+        await self._launcher.release(plan.batch_id)
         return state
 
     async def _commit_group(self, offsets: Mapping[TopicPartition, int], batch_id: int) -> None:
