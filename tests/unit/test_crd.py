@@ -342,7 +342,10 @@ def test_forbidden_kafka_config_keys_point_to_the_same_fields() -> None:
 
 
 def matches(path: str, value: str) -> bool:
-    return re.search(node_at(path)["pattern"], value) is not None
+    """The CRD pattern as the API server applies it: Go's ``$`` matches only at the very end."""
+    pattern = node_at(path)["pattern"]
+    anchored = pattern.startswith("^") and pattern.endswith("$")
+    return (re.fullmatch(pattern, value) if anchored else re.search(pattern, value)) is not None
 
 
 def parses(field: str, value: object) -> bool:
