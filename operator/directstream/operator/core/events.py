@@ -81,6 +81,15 @@ class Rewound(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TopicsDropped(Event):
+    """Stored offsets of topics the stream no longer reads (deleted, no longer listed or
+    matched) were dropped: never compared with the group or committed again."""
+
+    topics: tuple[str, ...]
+    partitions: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Stopped(Event):
     """The loop stopped at a batch boundary."""
 
@@ -158,6 +167,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Idle,
     CaughtUp,
     Rewound,
+    TopicsDropped,
     Stopped,
     DataLossSkipped,
     DataLossRefused,

@@ -110,6 +110,8 @@ def outcome_of(event: ev.Event) -> EventOutcome | None:
             return _healthy("CaughtUp", progressing="False", phase="Completed", emit=True)
         case ev.Rewound():
             return _progressing("Rewound", emit=True)
+        case ev.TopicsDropped():
+            return EventOutcome("TopicsDropped", (), None, True)  # an Event; conditions unchanged
         case ev.Stopped():
             return EventOutcome("Stopped", _updates(("Progressing", "False", "Stopped")), None, True)
         case ev.DataLossSkipped():

@@ -12,6 +12,7 @@ from ..core.events import Event
 from ..core.planning import TopicPartition, Watermarks
 from ..core.spec import StreamSpec
 from ..core.state import StreamState
+from ..core.topic_lifecycle import TopicInfo
 
 if TYPE_CHECKING:
     from .batch import Driver
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 class OffsetsPort(Protocol):
     async def partitions(self) -> list[TopicPartition]: ...
+    async def topics(self, names: list[str]) -> dict[str, TopicInfo]:
+        """Each named topic's id and partitions; a topic that does not exist is left out."""
+
     async def watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, Watermarks]: ...
     async def offsets_for_timestamp(
         self, tps: list[TopicPartition], timestamp_ms: int
@@ -39,6 +43,9 @@ class ExternalOffsetsPort(Protocol):
 
     async def force(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Set chains unconditionally (a rewind)."""
+
+    async def forget(self, tps: Sequence[TopicPartition]) -> None:
+        """Delete the chains of partitions the stream no longer reads."""
 
 
 class StatePort(Protocol):
