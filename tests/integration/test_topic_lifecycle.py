@@ -4,15 +4,18 @@ a deleted pattern topic, a topic deleted and recreated, retention inside a recor
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
+import psycopg
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.local_mode import (
+    CLI,
     cli,
     group_offsets,
     jsonl_offsets,
@@ -49,21 +52,19 @@ def recreate_topic(kafka: KafkaBroker, topic: str, partitions: int) -> None:
             time.sleep(0.5)
 
 
-def run_until_caught_up(manifest: Path, state: Path, cwd: Path, env: dict[str, str] | None = None):
-    args = ("run", str(manifest), "--until-caught-up", "--state-dir", str(state))
-    if env is None:
-        return cli(*args, cwd=cwd)
-    return cli_with_env(args, cwd, env)
-
-
-def cli_with_env(args: tuple[str, ...], cwd: Path, env: dict[str, str]):
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return cli(*args, cwd=cwd)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def run_until_caught_up(
+    manifest: Path, state: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``directstream run --until-caught-up`` with ``env`` added to the environment."""
+    return subprocess.run(
+        [*CLI, "run", str(manifest), "--until-caught-up", "--state-dir", str(state)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
 
 
 def test_a_deleted_pattern_topic_is_dropped_from_the_state_and_never_committed(
@@ -226,3 +227,65 @@ def test_retention_inside_a_recorded_plan_goes_through_on_data_loss(
     lines = Counter(rows.read_text().splitlines())
     assert set(lines) == {f"{topic_name} 0 {o}" for o in range(400, 1_000)}
     assert max(lines.values()) == 1
+
+
+ROW_MAKER = """
+def row(record):
+    return {'topic': record.topic(), 'partition': record.partition(), 'offset': record.offset(),
+            'value': record.value().decode()}
+"""
+
+
+@pytest.mark.postgres
+def test_offsets_in_postgres_follow_deleted_and_recreated_topics(
+    kafka: KafkaBroker, postgres: str, pg_schema: str, topic_name: str, tmp_path: Path
+):
+    kept, gone = f"{topic_name}-kept", f"{topic_name}-gone"
+    kafka.create_topic(kept, partitions=2)
+    kafka.create_topic(gone, partitions=1)
+    kafka.produce(kept, 200, partitions=2, value=lambda i: f"old-{i}".encode())
+    kafka.produce(gone, 100)
+    (tmp_path / "rowmaker.py").write_text(ROW_MAKER)
+    with psycopg.connect(postgres) as conn:  # no key: the new topic's offsets repeat the old one's
+        conn.execute(
+            f'CREATE TABLE {pg_schema}.rows (topic text, partition int, "offset" bigint, value text)'
+        )
+    spec = {
+        "topicPattern": f"^{topic_name}-.*$",
+        "batchInterval": "200ms",
+        "onDataLoss": "earliest",
+        "offsets": {"store": "postgres"},
+        "processor": {
+            "sink": "postgres",
+            "options": {
+                "table": f"{pg_schema}.rows",
+                "offsetsTable": f"{pg_schema}.offsets",
+                "transform": "rowmaker:row",
+            },
+        },
+    }
+    manifest = write_stream(tmp_path / "s.yaml", "pg-topics", kafka.bootstrap, spec)
+    env = {"DIRECTSTREAM_POSTGRES_DSN": postgres, "PYTHONPATH": str(tmp_path)}
+    state = tmp_path / "state"
+    first = run_until_caught_up(manifest, state, tmp_path, env)
+    assert first.returncode == 0, first.stderr
+
+    delete_topic(kafka, gone)
+    recreate_topic(kafka, kept, partitions=2)
+    kafka.produce(kept, 300, partitions=2, value=lambda i: f"new-{i}".encode())
+    second = run_until_caught_up(manifest, state, tmp_path, env)
+    assert second.returncode == 0, second.stderr
+    assert f"no longer reads topic {gone}" in second.stderr
+    assert f"topic {kept} was deleted and recreated" in second.stderr
+    latest = {(kept, 0): 150, (kept, 1): 150}
+    with psycopg.connect(postgres) as conn:
+        stored = conn.execute(f"SELECT topic, partition, next_offset FROM {pg_schema}.offsets").fetchall()
+        rows = conn.execute(
+            f"SELECT topic, partition, \"offset\" FROM {pg_schema}.rows WHERE value LIKE 'new-%'"
+        ).fetchall()
+    assert {(t, p): o for t, p, o in stored} == latest, (
+        "the chains moved to the new topic; the gone one's left"
+    )
+    assert Counter(rows) == Counter((kept, p, o) for p in (0, 1) for o in range(150)), "every new record once"
+    assert state_committed(state) == latest
+    assert group_offsets(kafka.bootstrap, "pg-topics", kept) == latest
