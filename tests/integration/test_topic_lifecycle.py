@@ -1,8 +1,10 @@
-"""Topics that go away or come back under a running stream (local mode, the real broker):
-a deleted pattern topic, a topic deleted and recreated, retention inside a recorded plan."""
+"""Topics that go away or come back under a running stream, against the real broker: a deleted
+pattern topic, a topic deleted and recreated, retention inside a recorded plan (local mode),
+offsets in PostgreSQL, and the operator on the cluster."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,6 +16,7 @@ import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
 from tests.harness.kafka_fixtures import KafkaBroker
+from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import (
     CLI,
     cli,
@@ -23,6 +26,13 @@ from tests.harness.local_mode import (
     state_committed,
     state_file,
     write_stream,
+)
+from tests.harness.operator_fixtures import (
+    OperatorProcess,
+    condition,
+    get_stream,
+    stream_manifest,
+    wait_committed,
 )
 
 pytestmark = pytest.mark.kafka
@@ -289,3 +299,50 @@ def test_offsets_in_postgres_follow_deleted_and_recreated_topics(
     assert Counter(rows) == Counter((kept, p, o) for p in (0, 1) for o in range(150)), "every new record once"
     assert state_committed(state) == latest
     assert group_offsets(kafka.bootstrap, "pg-topics", kept) == latest
+
+
+@pytest.mark.k8s
+def test_the_operator_drops_a_deleted_topic_and_reads_a_recreated_one_from_its_start(
+    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+):
+    kept, gone = f"{topic_name}-kept", f"{topic_name}-gone"
+    kafka.create_topic(kept, partitions=2)
+    kafka.create_topic(gone, partitions=1)
+    kafka.produce(kept, 200, partitions=2, value=lambda i: f"old-{i}".encode())
+    kafka.produce(gone, 50)
+    out = tmp_path / "out"
+    manifest = stream_manifest(
+        "lifecycle",
+        namespace,
+        kafka.bootstrap,
+        {
+            "topicPattern": f"^{topic_name}-.*$",
+            "batchInterval": "1s",
+            "onDataLoss": "earliest",
+            "processor": {"sink": "jsonl", "options": {"directory": str(out)}},
+        },
+    )
+    kube.kubectl("apply", "-f", "-", input=manifest)
+    wait_committed(kube, namespace, "lifecycle", {(kept, 0): 100, (kept, 1): 100, (gone, 0): 50})
+    old_id = get_stream(kube, namespace, "lifecycle")["status"]["topics"][kept]["id"]
+
+    delete_topic(kafka, gone)
+    recreate_topic(kafka, kept, partitions=2)
+    kafka.produce(kept, 300, partitions=2, value=lambda i: f"new-{i}".encode())
+    latest = {(kept, 0): 150, (kept, 1): 150}
+    stream = wait_committed(kube, namespace, "lifecycle", latest, timeout=180)
+    status = stream["status"]
+    assert set(status["topics"]) == {kept} and status["topics"][kept]["id"] != old_id
+    assert condition(stream, "Ready")["status"] == "True"
+    assert any("recreated" in entry.get("note", "") for entry in status["history"])
+    events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "TopicsDropped" in events and f"no longer reads topic {gone}" in events
+    assert "DataLoss" in events and f"topic {kept} was deleted and recreated" in events
+    new = Counter(
+        (doc["topic"], doc["partition"], doc["offset"])
+        for path in out.glob(f"{kept}/*/*.jsonl")
+        for doc in map(json.loads, path.read_text().splitlines())
+        if doc["value"].startswith("new-")
+    )
+    assert new == Counter((kept, p, o) for p in (0, 1) for o in range(150)), "every new record once"
+    assert group_offsets(kafka.bootstrap, "lifecycle", kept) == latest
