@@ -154,6 +154,7 @@ def plan_report(spec: StreamSpec, plan: BatchPlan, kind: str) -> str:
         f"{kind} batch {plan.batch_id}: {plan.offsets:,} offsets in {len(plan.record_ranges)} range(s)"
         + (" (rate-capped: more is waiting)" if plan.rate_capped else "")
     ]
+    lines += [f"  data loss: {x}; read from its start" for x in plan.recreated]
     lines += [f"  data loss: {loss}" for loss in plan.data_loss]
     units = build_work_units(spec, plan, 1, executor_kafka_settings(spec))
     rows = [

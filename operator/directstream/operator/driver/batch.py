@@ -32,7 +32,15 @@ from ..core.work import build_work_units
 from .outcomes import BatchFailed, Step, describe_failures
 from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
-from .topics import TopicsNow, check_recorded_plan, drop_unread, dropped_event, topics_now
+from .topics import (
+    TopicsNow,
+    check_recorded_plan,
+    drop_unread,
+    dropped_event,
+    same_topics,
+    still_read,
+    topics_now,
+)
 
 
 async def _no_sleep(seconds: float) -> None:
@@ -65,6 +73,7 @@ class Driver:
         self._settings = settings
         self._external = external
         self._group_behind = False
+        self._ids_at_ends: dict[str, str] = {}
         self.latest: dict[TopicPartition, int] = {}
 
     # -- start-up ---------------------------------------------------------------------------
@@ -86,12 +95,7 @@ class Driver:
                 )
                 state = replace(state, committed=group)
             return state
-        # Only offsets of partitions read now, and not those of a recreated topic (its old offsets
-        # go through onDataLoss at the next plan; the group lost them with the old topic anyway).
-        changes = compare_topics(state.committed, state.topics, now.partitions, now.topics)
-        recreated = {r.topic for r in changes.recreated}
-        reading = set(now.partitions)
-        stored = {tp: off for tp, off in state.committed.items() if tp in reading and tp[0] not in recreated}
+        stored = still_read(state, now, state.committed)  # a recreated topic's offsets are not compared
         drift = {tp: (off, group.get(tp)) for tp, off in stored.items() if group.get(tp) != off}
         if drift:
             sample = ", ".join(
@@ -107,8 +111,12 @@ class Driver:
         return state
 
     async def watermarks_now(self) -> dict[TopicPartition, Watermarks]:
-        """Earliest and latest offsets of every partition the stream reads now."""
-        return await self._offsets.watermarks(await self._offsets.partitions())
+        """Earliest and latest offsets of every partition the stream reads now (the ends of a run
+        until caught up; their topics' ids too, so that old offsets of a topic recreated since
+        are not taken for having reached them)."""
+        now = await topics_now(self._offsets)
+        self._ids_at_ends = {topic: info.id for topic, info in now.topics.items()}
+        return await self._offsets.watermarks(now.partitions)
 
     async def _adopt_external(self, state: StreamState, now: TopicsNow) -> StreamState:
         """With offsets in the user's database, the database says where the stream stands;
@@ -117,14 +125,7 @@ class Driver:
         assert self._external is not None
         if state.pending is not None:
             return state
-        changes = compare_topics(state.committed, state.topics, now.partitions, now.topics)
-        recreated = {r.topic for r in changes.recreated}
-        reading = set(now.partitions)
-        stored = {
-            tp: off
-            for tp, off in (await self._external.read()).items()
-            if tp in reading and tp[0] not in recreated
-        }
+        stored = still_read(state, now, await self._external.read())
         differs = {
             tp: (state.committed.get(tp), off) for tp, off in stored.items() if state.committed.get(tp) != off
         }
@@ -454,7 +455,7 @@ class Driver:
             if reset is not None and reset.id != state.applied_reset:
                 state = await self.apply_reset(state, reset)
                 return Step(state, "reset", message=f"applied reset {reset.id}")
-            if targets is not None and state.pending is None and caught_up(state, targets):
+            if targets is not None and state.pending is None and caught_up(state, targets, self._ids_at_ends):
                 message = (
                     f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
                 )
@@ -491,5 +492,10 @@ class Driver:
         return Step(state, "batch", plan=plan, backlog=plan.rate_capped)
 
 
-def caught_up(state: StreamState, targets: Mapping[TopicPartition, int]) -> bool:
-    return all(state.committed.get(tp, -1) >= end for tp, end in targets.items())
+def caught_up(
+    state: StreamState, targets: Mapping[TopicPartition, int], ids: Mapping[str, str] | None = None
+) -> bool:
+    """The committed offsets reached ``targets``, and are offsets of the same topics (``ids``)."""
+    return same_topics(state, ids or {}) and all(
+        state.committed.get(tp, -1) >= end for tp, end in targets.items()
+    )

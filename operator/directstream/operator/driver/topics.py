@@ -5,6 +5,7 @@ through the driver's ports and reports events."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core import events as ev
@@ -34,6 +35,26 @@ class TopicsNow:
 async def topics_now(offsets: OffsetsPort) -> TopicsNow:
     partitions = await offsets.partitions()
     return TopicsNow(partitions, await offsets.topics(sorted({t for t, _ in partitions})))
+
+
+def still_read(
+    state: StreamState, now: TopicsNow, offsets: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Of ``offsets``, those of partitions read now, without a recreated topic's (they belong to
+    the old topic and go through onDataLoss at the next plan)."""
+    changes = compare_topics(state.committed, state.topics, now.partitions, now.topics)
+    recreated = {r.topic for r in changes.recreated}
+    reading = set(now.partitions)
+    return {tp: off for tp, off in offsets.items() if tp in reading and tp[0] not in recreated}
+
+
+def same_topics(state: StreamState, ids: Mapping[str, str]) -> bool:
+    """Whether the state's topics are the ones with ``ids`` (none recreated in between)."""
+    for topic, topic_id in ids.items():
+        record = state.topics.get(topic)
+        if record is not None and record.id and topic_id and record.id != topic_id:
+            return False
+    return True
 
 
 async def drop_unread(
