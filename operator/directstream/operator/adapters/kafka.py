@@ -116,8 +116,8 @@ class KafkaOffsets:
             missing = [t for t in self._spec.topics if t not in topics]
             if missing:
                 raise KafkaUnavailable(
-                    f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap} (the stream waits "
-                    "for them; a listed topic deleted on purpose is dropped once removed from spec.topics)"
+                    f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap} (a listed topic "
+                    "must exist; remove one deleted on purpose from spec.topics to drop its offsets)"
                 )
             names: Iterable[str] = self._spec.topics
         else:
