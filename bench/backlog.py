@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -12,10 +13,17 @@ from directstream.executor.contract import OffsetRange
 
 
 def make_backlog(
-    bootstrap: str, prefix: str, records: int, size: int, partitions: int, keyed: bool = False
+    bootstrap: str,
+    prefix: str,
+    records: int,
+    size: int,
+    partitions: int,
+    keyed: bool = False,
+    value_of: Callable[[int], bytes] | None = None,
 ) -> list[OffsetRange]:
     """Create a fresh topic, produce ``records`` records of ``size`` bytes round-robin over
-    ``partitions``, and return the full range of every partition."""
+    ``partitions`` (``value_of(i)`` instead of ``size`` repeated bytes when given), and return the
+    full range of every partition."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
@@ -27,7 +35,9 @@ def make_backlog(
         key = b"%d" % i if keyed else None
         while True:
             try:
-                producer.produce(topic, key=key, value=value, partition=i % partitions)
+                producer.produce(
+                    topic, key=key, value=value if value_of is None else value_of(i), partition=i % partitions
+                )
                 break
             except BufferError:  # the local queue is full: let deliveries drain
                 producer.poll(0.05)

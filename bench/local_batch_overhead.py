@@ -31,6 +31,7 @@ from directstream.operator.adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from directstream.operator.adapters.local.launcher import LocalLauncher
 from directstream.operator.adapters.local.state import LocalStateStore
 from directstream.operator.core.events import Event
+from directstream.operator.core.pinning import AttemptRun
 from directstream.operator.core.spec import parse_stream
 from directstream.operator.core.work import executor_kafka_settings
 from directstream.operator.driver import Driver
@@ -44,12 +45,15 @@ class TimedLauncher:
         self.seconds: list[float] = []
         self.units: list[Sequence[WorkUnit]] = []
 
-    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
+    async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
         start = time.perf_counter()
-        results = await self.inner.run(units)
+        results = await self.inner.run(attempt)
         self.seconds.append(time.perf_counter() - start)
-        self.units.append(units)
+        self.units.append(attempt.units)
         return results
+
+    async def release(self, batch_id: int) -> None:
+        await self.inner.release(batch_id)
 
 
 def bare_executors(units: Sequence[WorkUnit], work: Path) -> float:

@@ -5,6 +5,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 # Slow one-time downloads and builds happen here, before pytest's per-test timeouts apply.
 bash "$ROOT/hack/kafka.sh" fetch
+bash "$ROOT/hack/s3proxy.sh" fetch
 bash "$ROOT/hack/cluster.sh" build
 set +e
 "$ROOT/.venv/bin/python" -m pytest -q "$@"

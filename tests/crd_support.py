@@ -8,6 +8,7 @@ import functools
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import yaml
 
 from directstream.executor.contract import OffsetRange
+from directstream.operator.core.pinning import pin
 from directstream.operator.core.planning import BatchPlan, DataLoss, TopicRecreated
 from directstream.operator.core.rate import RateState
+from directstream.operator.core.spec import parse_spec
 from directstream.operator.core.state import LEDGER_LIMIT, LedgerEntry, StreamState
 from directstream.operator.core.topic_lifecycle import TopicRecord
 
@@ -205,7 +208,19 @@ def full_state() -> StreamState:
         applied_reset="r1",
         topics={"clicks": TopicRecord("frzguCiNQsyBg0GWQ3NtTQ", 190), "views": TopicRecord("", 0)},
     )
-    return state.with_plan(plan, now=1793491201.75).with_retry("executor 1 exited with 3: boom")
+    stream = parse_spec(
+        "clicks",
+        {
+            "kafka": {"bootstrapServers": "k:9092"},
+            "topics": ["clicks"],
+            "executors": {"max": 2, "maxRecords": 40, "env": [{"name": "A", "value": "b"}]},
+            "processor": {"sink": "jsonl", "options": {"directory": "/out"}},
+        },
+    )
+    recorded = state.with_plan(plan, now=1793491201.75, pinned=pin(stream, plan))
+    failed = recorded.with_retry("executor 1 exited with 3: boom").with_exhausted("boom", "0123456789abcdef")
+    assert failed.pending is not None
+    return replace(failed, pending=replace(failed.pending, budget_from=2))
 
 
 def full_status() -> dict[str, Any]:

@@ -70,6 +70,18 @@ def poll_until(what: str, check: Callable[[], Any], timeout: float = 60, every: 
         time.sleep(every)
 
 
+def wait_crd_established(kube: Kube, crd: str, timeout: float = 60) -> None:
+    """Until the API server serves the CRD. (``kubectl wait --for=condition=Established`` fails at once
+    instead of waiting when it finds the new CRD's status without conditions yet.)"""
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established() -> bool:
+        proc = kube.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
+        return proc.returncode == 0 and proc.stdout.strip() == "True"
+
+    poll_until(f"CRD {crd} to be established", established, timeout=timeout)
+
+
 def _cluster_env() -> dict[str, str]:
     out = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
     env = {}

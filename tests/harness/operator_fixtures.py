@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.kube_fixtures import Kube, poll_until
+from tests.harness.kube_fixtures import Kube, poll_until, wait_crd_established
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "directstream.yaml"
@@ -25,7 +25,7 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def crd(kube: Kube) -> str:
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.kubectl("wait", "--for=condition=Established", "crd/directstreams.directstream.io", "--timeout=60s")
+    wait_crd_established(kube, "directstreams.directstream.io")
     return "directstreams.directstream.io"
 
 

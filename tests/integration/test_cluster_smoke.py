@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.harness.kube_fixtures import Kube
+from tests.harness.kube_fixtures import Kube, wait_crd_established
 
 pytestmark = pytest.mark.k8s
 NODE = "directstream-test-node"
@@ -96,7 +96,7 @@ def test_crd_cel_rule_rejects_invalid_object(kube: Kube, namespace: str) -> None
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(crd))
     try:
-        kube.kubectl("wait", "--for=condition=Established", f"crd/ranges.{group}", "--timeout=30s")
+        wait_crd_established(kube, f"ranges.{group}", timeout=30)
         custom = client.CustomObjectsApi(kube.api_client())
 
         def create(frm: int, until: int) -> Any:

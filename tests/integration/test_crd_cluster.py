@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from directstream.operator.core.spec import parse_stream
 from tests.crd_support import CRD_PATH, MINIMAL, apply_defaults, full_status, root_schema
-from tests.harness.kube_fixtures import Kube
+from tests.harness.kube_fixtures import Kube, wait_crd_established
 
 pytestmark = pytest.mark.k8s
 GROUP, VERSION, PLURAL = "directstream.io", "v1alpha1", "directstreams"
@@ -32,7 +32,7 @@ def crd(kube: Kube) -> str:
         "-f",
         str(CRD_PATH),
     )
-    kube.kubectl("wait", "--for=condition=Established", "crd/directstreams.directstream.io", "--timeout=60s")
+    wait_crd_established(kube, "directstreams.directstream.io")
     return "directstreams.directstream.io"
 
 
@@ -151,6 +151,21 @@ INVALID = [
         "greater than or equal to 0",
     ),
     ("jsonl without directory", _set("processor", {"sink": "jsonl"}), "options.directory"),
+    (
+        "parquet without url",
+        _set("processor", {"sink": "parquet"}),
+        "the parquet sink needs spec.processor.options.url",
+    ),
+    (
+        "parquet with a bad bucket",
+        _set("processor", {"sink": "parquet", "options": {"url": "s3://Lake_Bucket/raw"}}),
+        "spec.processor.options.url",
+    ),
+    (
+        "parquet with an unknown codec",
+        _set("processor", {"sink": "parquet", "options": {"url": "s3://lake/raw", "compression": "xz"}}),
+        'supported values: "zstd", "snappy"',
+    ),
     ("bad topic", _set("topics", [".."]), "spec.topics[0]"),
     ("no port", _set("kafka/bootstrapServers", "k1"), "spec.kafka.bootstrapServers"),
 ]

@@ -335,6 +335,44 @@ def test_python_sink_runs_a_user_factory(kafka: KafkaBroker, topic_name: str, tm
     assert seen[0][2] == "record-10"  # record i goes to partition i % 2 at offset i // 2
 
 
+@pytest.mark.kafka
+def test_python_sink_per_record_entry_point_names_the_poison_offset(
+    kafka: KafkaBroker, topic_name: str, tmp_path: Path
+) -> None:
+    topic = create_topic(kafka, topic_name, 2)
+    kafka.produce(topic, 40, 2)
+    (tmp_path / "recordsink.py").write_text(
+        "import json\n"
+        "class Each:\n"
+        "    def __init__(self, options, unit):\n"
+        "        self.path, self.seen = options['out'], []\n"
+        "    def process_record(self, record, range):\n"
+        "        if record.value() == b'record-13':\n"
+        "            raise ValueError('poison')\n"
+        "        self.seen.append([range.partition, record.partition(), record.offset()])\n"
+        "    def close(self):\n"
+        "        open(self.path, 'w').write(json.dumps(self.seen))\n"
+    )
+    out = tmp_path / "seen.json"
+    env = {"PYTHONPATH": str(tmp_path)}
+    doc = unit_doc(
+        kafka, [[topic, 0, 5, 15], [topic, 1, 0, 3]], "python", entryPoint="recordsink:Each", out=str(out)
+    )
+    proc, result = run_executor(doc, tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert result is not None and result.ok and result.records == 13
+    seen = json.loads(out.read_text())
+    assert sorted(seen) == [[0, 0, o] for o in range(5, 15)] + [[1, 1, o] for o in range(3)]
+    # Record 13 is partition 1's offset 6: the failure names that record, not its chunk's first.
+    doc = unit_doc(kafka, [[topic, 1, 2, 20]], "python", entryPoint="recordsink:Each", out=str(out))
+    proc, result = run_executor(doc, tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert result is not None and not result.ok and result.failed_at is not None
+    assert (result.failed_at.topic, result.failed_at.partition, result.failed_at.offset) == (topic, 1, 6)
+    assert result.error is not None and "poison" in result.error and "offset 6" in result.error
+    assert json.loads(out.read_text()) == [[1, 1, o] for o in range(2, 6)]
+
+
 def test_bad_inputs_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
     (tmp_path / "notcallable.py").write_text("thing = 3\n")
@@ -349,7 +387,8 @@ def test_bad_inputs_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     }
     cases: list[tuple[Any, str]] = [
         ("{not json", "not JSON"),
-        ({**base, "processor": {"sink": "parquet"}}, "unknown sink 'parquet'"),
+        ({**base, "processor": {"sink": "orc"}}, "unknown sink 'orc'"),
+        ({**base, "processor": {"sink": "parquet"}}, "parquet sink options.url: required"),
         ({**base, "processor": {"sink": "jsonl", "options": {}}}, "options.directory"),
         ({**base, "processor": {"sink": "kafka", "options": {}}}, "options.topic"),
         (

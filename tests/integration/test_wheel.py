@@ -96,6 +96,8 @@ def test_the_executor_image_set_has_no_kopf_and_no_kubernetes_client(wheel: Path
         probe = run(bin_dir / "python", "-c", f"import {module}", cwd=tmp_path, check=False)
         assert probe.returncode != 0, f"{module} is importable in the executor set"
     assert "--work-unit" in run(bin_dir / "directstream-executor", "--help", cwd=tmp_path).stdout
+    # The parquet sink's libraries are in the executor set (imported on first use only).
+    run(bin_dir / "python", "-c", "import directstream.executor.processors.parquet, boto3", cwd=tmp_path)
     bad = run(bin_dir / "directstream-executor", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "bad input" in bad.stderr
 

@@ -442,7 +442,17 @@ def test_durations_are_int_or_string_and_floats_are_refused_by_both() -> None:
 def test_full_state_has_every_part() -> None:
     status = full_state().to_json()
     pending = status["pending"]
-    assert {"dataLoss", "newPartitions", "lastError", "from", "until"} <= set(pending)
+    assert {
+        "dataLoss",
+        "newPartitions",
+        "lastError",
+        "from",
+        "until",
+        "pinned",
+        "budgetFrom",
+        "exhausted",
+    } <= set(pending)
+    assert any(":" in unit for unit in pending["pinned"]["layout"]), "a split range is pinned as a piece"
     assert len(status["history"]) == LEDGER_LIMIT and status["rate"]["rate"] is not None
 
 

@@ -49,7 +49,7 @@ def parse_example(path: Path) -> list[StreamSpec]:
 def test_the_examples_are_there() -> None:
     names = {path.name for path in EXAMPLES}
     wanted = {"jsonl.yaml", "kafka-to-kafka.yaml", "from-timestamp.yaml", "topic-pattern.yaml"}
-    assert wanted | {"postgres.yaml", "with-secret.yaml"} <= names
+    assert wanted | {"postgres.yaml", "with-secret.yaml", "parquet-s3.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", example_params())
@@ -74,6 +74,12 @@ def test_the_examples_show_what_their_names_promise() -> None:
     assert {"sasl.username", "sasl.password"} <= set(secret["stringData"])
     # The Secret holds the credentials, not the manifest's plain config.
     assert not any(key.startswith("sasl.password") for key in by_name["with-secret.yaml"].kafka.config)
+
+    parquet = by_name["parquet-s3.yaml"].processor
+    assert parquet.sink == "parquet" and str(parquet.options["url"]).startswith("s3://")
+    lake_secret = next(d for d in load_documents(EXAMPLES_DIR / "parquet-s3.yaml") if d["kind"] == "Secret")
+    assert parquet.options["credentialsSecret"] == lake_secret["metadata"]["name"]
+    assert set(lake_secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
     postgres = by_name["postgres.yaml"]
     assert postgres.processor.sink == "postgres" and postgres.offset_store == "postgres"

@@ -523,3 +523,69 @@ def test_bad_input_results_get_the_jobs_ids() -> None:
     bad = ExecutorResult(-1, -1, 0, ok=False, error="invalid work unit")
     (result,), _ = parse_executor_results(job_doc(), [terminated(0, bad, code=2)], 1)
     assert (result.batch_id, result.attempt, result.index, result.error) == (7, 2, 0, "invalid work unit")
+
+
+# -- the parquet sink's credentials ----------------------------------------------------------------------
+
+
+def parquet_units(options: dict[str, Any]) -> list[WorkUnit]:
+    return [replace(unit, processor=ProcessorSettings("parquet", options)) for unit in make_units(2)]
+
+
+def test_parquet_credentials_reach_the_pods_by_reference_only() -> None:
+    units = parquet_units({"url": "s3://lake/raw", "credentialsSecret": "s3-creds"})
+    job = build_executor_job(
+        SPEC,
+        units,
+        namespace="prod",
+        owner=OWNER,
+        image="img",
+        secret_name="kafka-client",
+        secret_keys=SECRET_KEYS,
+    )
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+        assert env[key]["valueFrom"]["secretKeyRef"]["key"] == key
+        assert "value" not in env[key]
+    assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    without = build_executor_job(
+        SPEC,
+        parquet_units({"url": "s3://lake/raw"}),
+        namespace="prod",
+        owner=OWNER,
+        image="img",
+        secret_name="kafka-client",
+        secret_keys=SECRET_KEYS,
+    )
+    names = {e["name"] for e in without["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not any(name.startswith("AWS_") for name in names)
+
+
+def test_parquet_credentials_and_user_env_may_not_both_set_a_variable() -> None:
+    spec = replace(
+        SPEC, executors=replace(SPEC.executors, env=({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"},))
+    )
+    units = parquet_units({"url": "s3://lake/raw", "credentialsSecret": "s3-creds"})
+    with pytest.raises(ManifestError, match=r"AWS_SECRET_ACCESS_KEY.*credentialsSecret"):
+        build_executor_job(
+            spec,
+            units,
+            namespace="prod",
+            owner=OWNER,
+            image="img",
+            secret_name="kafka-client",
+            secret_keys=SECRET_KEYS,
+        )
+    # Without credentialsSecret the user's own AWS env is how credentials arrive.
+    job = build_executor_job(
+        spec,
+        parquet_units({"url": "s3://lake/raw"}),
+        namespace="prod",
+        owner=OWNER,
+        image="img",
+        secret_name="kafka-client",
+        secret_keys=SECRET_KEYS,
+    )
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "AWS_SECRET_ACCESS_KEY", "value": "x"} in env

@@ -153,7 +153,15 @@ def _bad_input_result(error: BadInputError) -> ExecutorResult | None:
         value = error.doc.get(key)
         return value if isinstance(value, int) else -1
 
-    return ExecutorResult(number("batchId"), number("attempt"), index, ok=False, error=str(error))
+    digest = error.doc.get("digest")
+    return ExecutorResult(
+        number("batchId"),
+        number("attempt"),
+        index,
+        ok=False,
+        error=str(error),
+        digest=digest if isinstance(digest, str) else "",
+    )
 
 
 def _summary(unit: WorkUnit, result: ExecutorResult) -> str:
@@ -187,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except ConfigurationError as exc:
         log.error("bad input: %s", exc)  # noqa: TRY400 (no traceback for bad input)
-        _write_result(ExecutorResult(unit.batch_id, unit.attempt, unit.index, ok=False, error=str(exc)), args)
+        failed = ExecutorResult(
+            unit.batch_id, unit.attempt, unit.index, ok=False, error=str(exc), digest=unit.digest
+        )
+        _write_result(failed, args)
         return EXIT_BAD_INPUT
     _write_result(result, args)
     log.info("%s", _summary(unit, result))

@@ -10,15 +10,23 @@ A partition is finished as soon as any of these holds:
 
 Finished partitions are paused. ``auto.offset.reset=error`` turns a ``from`` that retention
 already deleted into an error naming the range, instead of a silent jump.
+
+While it reads, the reader raises the garbage collector's young-generation threshold: every
+``Message`` is a GC-tracked object, so at the default (700 allocations) each 10,000-record chunk
+set off about 14 young collections and, through them, full collections of everything alive, which
+cost about a quarter of the ``count`` path's CPU time. The chunk's records are freed by reference
+counting before the raised threshold is reached; cyclic garbage (user code) is still collected.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -32,6 +40,8 @@ from directstream.executor.records import KafkaRecord, message_offset
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 10_000
+# Young-generation GC threshold while reading: well above a chunk's allocations (see the docstring).
+READ_GC_THRESHOLD = 10 * DEFAULT_CHUNK_SIZE
 _message_error = Message.error
 _message_partition = Message.partition
 _TRANSIENT_ERRORS = {
@@ -84,6 +94,19 @@ class _PartitionState:
         self.progress_at = now
 
 
+@contextmanager
+def _young_gc_threshold(threshold: int) -> Iterator[None]:
+    """Raise (never lower) the young-generation threshold for the block; restore it after.
+    A threshold of 0 (automatic collection off) stays 0."""
+    previous = gc.get_threshold()
+    if previous[0]:
+        gc.set_threshold(max(threshold, previous[0]), *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
 def check_ranges(ranges: Sequence[OffsetRange]) -> None:
     """One consumer reads one position per partition, so a unit holds each partition once."""
     seen: set[tuple[str, int]] = set()
@@ -124,7 +147,8 @@ class RangeReader:
         except KafkaException as exc:
             raise ConfigurationError(f"invalid Kafka client configuration: {exc}") from exc
         try:
-            yield from self._read(consumer, pending)
+            with _young_gc_threshold(max(READ_GC_THRESHOLD, 10 * self._options.chunk_size)):
+                yield from self._read(consumer, pending)
         finally:
             consumer.close()
 

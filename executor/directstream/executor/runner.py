@@ -41,6 +41,7 @@ def run_unit(
             seconds=time.monotonic() - started,
             error=error,
             failed_at=failed_at,
+            digest=unit.digest,
         )
 
     try:

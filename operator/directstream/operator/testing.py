@@ -16,13 +16,14 @@ Nothing here does I/O; the loop, the driver and the pure core under test are the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from directstream.executor.contract import ExecutorResult, KafkaClientSettings, WorkUnit
 
 from .core.errors import KafkaUnavailable, KubeApiError
 from .core.events import Event
+from .core.pinning import AttemptRun
 from .core.planning import TopicPartition, Watermarks
 from .core.spec import StreamSpec
 from .core.state import StreamState
@@ -172,6 +173,7 @@ def succeed(unit: WorkUnit) -> ExecutorResult:
 class Launch:
     units: tuple[WorkUnit, ...]
     recorded: StreamState  # the state stored when the executors started (the write-ahead log)
+    attempt: AttemptRun
 
 
 @dataclass
@@ -181,6 +183,7 @@ class FakeLauncher:
     state: MemoryState
     script: Script = succeed
     launches: list[Launch] = field(default_factory=list)
+    released: list[tuple[int, StreamState]] = field(default_factory=list)  # (batch, state stored then)
 
     def fail_attempts(self, attempts: int, error: str = "boom") -> None:
         """The first ``attempts`` attempts of every batch fail on unit 0."""
@@ -192,15 +195,18 @@ class FakeLauncher:
 
         self.script = script
 
-    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
-        self.launches.append(Launch(tuple(units), self.state.state))
+    async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
+        self.launches.append(Launch(attempt.units, self.state.state, attempt))
         results = []
-        for unit in units:
+        for unit in attempt.units:
             answer = self.script(unit)
             if isinstance(answer, Exception):
                 raise answer
             results.append(answer)
         return results
+
+    async def release(self, batch_id: int) -> None:
+        self.released.append((batch_id, self.state.state))
 
 
 class MemoryHost:

@@ -2,7 +2,7 @@
 
 - :mod:`.units`: offset ranges, work units, results (plain data that round-trips through JSON);
 - :mod:`.kafka`: how clients connect, with the librdkafka keys directstream owns;
-- :mod:`.sinks`: sink names and the options both sides read;
+- :mod:`.sinks`: sink names and the options both sides read (:mod:`.parquet`: the parquet sink's);
 - :mod:`.wire`: environment variable names, the termination path and its size limit, exit codes;
 - :mod:`.errors`: the one exception root, with its retryable and permanent branches.
 """

@@ -1,5 +1,6 @@
 """The sinks an executor knows, and the options both sides read (the driver reads the postgres
-sink's options too, when the offsets live in the user's database)."""
+sink's options too, when the offsets live in the user's database; the parquet sink's options, in
+:mod:`.parquet`, are checked by the spec parser and give executor pods their credentials)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from typing import Any, Final, Literal
 from .errors import ConfigurationError
 from .wire import ENV_POSTGRES_DSN
 
-SinkName = Literal["jsonl", "kafka", "stdout", "count", "python", "postgres"]
-SINK_NAMES: Final[tuple[SinkName, ...]] = ("jsonl", "kafka", "stdout", "count", "python", "postgres")
+SinkName = Literal["jsonl", "kafka", "stdout", "count", "python", "postgres", "parquet"]
+SINK_NAMES: Final[tuple[SinkName, ...]] = (
+    "jsonl",
+    "kafka",
+    "stdout",
+    "count",
+    "python",
+    "postgres",
+    "parquet",
+)
 DEFAULT_RESULTS_TABLE: Final = "directstream_records"
 DEFAULT_OFFSETS_TABLE: Final = "directstream_offsets"
 

@@ -86,6 +86,7 @@ class WorkUnit:
     # ``offset`` deleted (onDataLoss: earliest), so reading starts there; outputs are still named
     # and chained by the range as recorded.
     read_from: tuple[tuple[str, int, int], ...] = ()
+    digest: str = ""  # the attempt's fingerprint; the executor's result carries it back
 
     @property
     def record_count(self) -> int:
@@ -109,6 +110,7 @@ class WorkUnit:
             "kafka": self.kafka.to_json(),
             "processor": self.processor.to_json(),
             **({"readFrom": [list(x) for x in self.read_from]} if self.read_from else {}),
+            **({"digest": self.digest} if self.digest else {}),
         }
 
     def dumps(self) -> str:
@@ -128,6 +130,7 @@ class WorkUnit:
                 kafka=KafkaClientSettings.from_json(doc["kafka"]),
                 processor=ProcessorSettings.from_json(doc["processor"]),
                 read_from=tuple(_read_from(x) for x in doc.get("readFrom", ())),
+                digest=str(doc.get("digest", "")),
             )
         except ContractError:
             raise
@@ -175,6 +178,7 @@ class ExecutorResult:
     seconds: float = 0.0
     error: str | None = None
     failed_at: FailedAt | None = None
+    digest: str = ""  # the unit's digest: which pinned attempt this result belongs to
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -191,6 +195,8 @@ class ExecutorResult:
             doc["error"] = self.error
         if self.failed_at is not None:
             doc["failedAt"] = [self.failed_at.topic, self.failed_at.partition, self.failed_at.offset]
+        if self.digest:
+            doc["digest"] = self.digest
         return doc
 
     def dumps(self) -> str:
@@ -224,6 +230,7 @@ class ExecutorResult:
                 seconds=float(doc.get("seconds", 0.0)),
                 error=doc.get("error"),
                 failed_at=FailedAt(str(failed[0]), int(failed[1]), int(failed[2])) if failed else None,
+                digest=str(doc.get("digest", "")),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise ContractError(f"malformed executor result {text[:200]!r}: {exc}") from exc

@@ -1,7 +1,8 @@
 """Processors: the protocol and the built-in sinks, chosen by ``processor.sink``.
 
 ``jsonl`` (files per range), ``kafka`` (produce onward; ``transactional: true`` for exactly once),
-``postgres`` (rows and offsets in one transaction per range, see :mod:`.postgres`), ``stdout``
+``postgres`` (rows and offsets in one transaction per range, see :mod:`.postgres`), ``parquet``
+(one Parquet object per range on S3 or in a directory, see :mod:`.parquet`), ``stdout``
 (JSON lines), ``count`` (counts only) and ``python`` (a user factory, see :mod:`.python_entry`).
 """
 
@@ -34,10 +35,26 @@ def _postgres_processor(options: Mapping[str, Any], unit: WorkUnit) -> Processor
     return PostgresProcessor(options, unit)
 
 
+def _parquet_processor(options: Mapping[str, Any], unit: WorkUnit) -> Processor:
+    # Imported on use: pyarrow and boto3 are needed only by this sink (and pyarrow takes a while to load).
+    try:
+        from directstream.executor.processors.parquet import ParquetProcessor  # noqa: PLC0415
+
+        return ParquetProcessor(options, unit)
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in {"pyarrow", "boto3", "botocore"}:
+            raise
+        raise ConfigurationError(
+            f"the parquet sink needs pyarrow and boto3 in the executor image ({exc.name} is missing): "
+            "pip install 'pyarrow>=18' 'boto3>=1.36'"
+        ) from exc
+
+
 SINKS: dict[str, Callable[[Mapping[str, Any], WorkUnit], Processor]] = {
     "jsonl": lambda options, unit: JsonlProcessor(options),
     "kafka": kafka_processor,
     "postgres": _postgres_processor,
+    "parquet": _parquet_processor,
     "stdout": lambda options, unit: StdoutProcessor(),
     "count": lambda options, unit: CountProcessor(),
     "python": PythonProcessor,

@@ -1,13 +1,19 @@
 """The ``jsonl`` sink: one JSON-lines file per range, replaced atomically.
 
 Layout: ``<directory>/<topic>/<partition>/<from:020d>-<until:020d>.jsonl``, one JSON object per
-record (encoding in :mod:`directstream.executor.records`). The file is written under a hidden
+record (encoding in :mod:`directstream.executor.records`; each chunk is encoded in one call and
+written as one block of UTF-8 bytes). The file is written under a hidden
 temporary name in the same directory (``.<from>-<until>.jsonl.<random>.tmp``), fsynced, then renamed
 over the final name and the directory fsynced. So a retried range replaces its file instead of
 duplicating it, and a killed executor never leaves a partial file at the final name.
 
 A range with no records (empty, or only gaps) still gets its (empty) file: the file's existence
 says the range was processed.
+
+Every ``WRITEBACK_BYTES`` written, the sink asks the kernel to start writing the file back and to
+drop its cached pages (``POSIX_FADV_DONTNEED``, where the platform has it): the fsync at the end
+then has little left to wait for, and the page cache, which counts against a pod's memory limit,
+does not fill with output nobody reads back.
 """
 
 from __future__ import annotations
@@ -16,18 +22,22 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from directstream.executor.contract import OffsetRange
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors.base import BaseProcessor
-from directstream.executor.records import KafkaRecord, json_lines
+from directstream.executor.records import KafkaRecord, encode_json_lines
 
 
 def range_path(directory: Path, range_: OffsetRange) -> Path:
     """Where the jsonl file of ``range_`` lives (the public layout)."""
     name = f"{range_.from_offset:020d}-{range_.until_offset:020d}.jsonl"
     return directory / range_.topic / str(range_.partition) / name
+
+
+WRITEBACK_BYTES = 32 << 20
+_fadvise = getattr(os, "posix_fadvise", None)
 
 
 def _fsync_directory(path: Path) -> None:
@@ -44,7 +54,18 @@ class _RangeFile:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         self.temp = Path(name)
-        self.file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20)
+        # A chunk's block (~1.5 MB for 10,000 small records) goes straight to the file; the buffer
+        # only gathers small chunks.
+        self.file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._unsynced = 0
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= WRITEBACK_BYTES and _fadvise is not None:
+            self._unsynced = 0
+            self.file.flush()
+            _fadvise(self.file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
     def commit(self) -> None:
         self.file.flush()
@@ -74,7 +95,7 @@ class JsonlProcessor(BaseProcessor):
         return open_file
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
-        self._file(range_).file.write(json_lines(records))
+        self._file(range_).write(encode_json_lines(records, range_))
 
     def close_range(self, range_: OffsetRange) -> None:
         self._file(range_).commit()

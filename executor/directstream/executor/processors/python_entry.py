@@ -3,11 +3,19 @@
 The rule: ``entryPoint`` is ``"package.module:attribute"`` naming a **factory**, called once per
 work unit as ``factory(options, unit)`` where ``options`` are the sink options without
 ``entryPoint`` and ``unit`` is the :class:`~directstream.executor.contract.WorkUnit`. A class is a
-fine factory. The object it returns must have ``process(records, range)``; it may also have
-``open_range(range)``, ``close_range(range)``, ``abort_range(range)`` and ``close()``; the ones it
-lacks are no-ops. Call order and meaning: :mod:`directstream.executor.processors.base`.
+fine factory. The object it returns has exactly one of the two entry points:
 
-``records`` are ``confluent_kafka.Message`` objects (see ``KafkaRecord``). An exception raised by
+- ``process(records, range)``, per chunk: ``records`` is a sequence of up to 10,000 records
+  (the executor's ``--chunk-size``) of one range, in offset order. The fastest: one Python call
+  per chunk, and whole-chunk tools (``map``, a bulk insert, a columnar encoder) apply.
+- ``process_record(record, range)``, per record, in offset order: the simplest; costs a Python
+  call per record. An exception fails the range at that record's offset (the poison record).
+
+It may also have ``open_range(range)``, ``close_range(range)``, ``abort_range(range)`` and
+``close()``; the ones it lacks are no-ops. Call order and meaning:
+:mod:`directstream.executor.processors.base`.
+
+Records are ``confluent_kafka.Message`` objects (see ``KafkaRecord``). An exception raised by
 ``process`` or ``close_range`` fails the range at the chunk's first offset; ``abort_range`` then
 runs for every open range.
 
@@ -15,7 +23,7 @@ Example::
 
     class Upsert:
         def __init__(self, options, unit): self.table = options["table"]
-        def process(self, records, range): ...
+        def process(self, records, range): ...  # or: def process_record(self, record, range)
         def close_range(self, range): ...  # commit the range's writes
 """
 
@@ -26,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from directstream.executor.contract import OffsetRange, WorkUnit
-from directstream.executor.errors import ConfigurationError
+from directstream.executor.errors import ConfigurationError, RangeFailedError
 from directstream.executor.processors.base import BaseProcessor
 from directstream.executor.records import KafkaRecord
 
@@ -69,13 +77,24 @@ class PythonProcessor(BaseProcessor):
             raise ConfigurationError(
                 f"python sink factory {options['entryPoint']!r} failed: {exc!r}"
             ) from exc
+        entry = options["entryPoint"]
         process = getattr(self.user, "process", None)
-        if not callable(process):
+        process_record = getattr(self.user, "process_record", None)
+        if callable(process) and callable(process_record):
             raise ConfigurationError(
-                f"python sink: the object returned by {options['entryPoint']!r} "
-                "has no process(records, range) method"
+                f"python sink: the object returned by {entry!r} has both process(records, range) "
+                "and process_record(record, range); keep one"
             )
-        self._process: Callable[[Sequence[KafkaRecord], OffsetRange], object] = process
+        if callable(process):
+            self._process: Callable[[Sequence[KafkaRecord], OffsetRange], object] = process
+        elif callable(process_record):
+            self._process_record: Callable[[KafkaRecord, OffsetRange], object] = process_record
+            self._process = self._each_record
+        else:
+            raise ConfigurationError(
+                f"python sink: the object returned by {entry!r} has neither process(records, range) "
+                "nor process_record(record, range)"
+            )
         for name in _OPTIONAL_METHODS:
             method = getattr(self.user, name, None)
             if callable(method):
@@ -83,3 +102,16 @@ class PythonProcessor(BaseProcessor):
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
         self._process(records, range_)
+
+    def _each_record(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
+        process_record = self._process_record
+        for record in records:
+            try:
+                process_record(record, range_)
+            except Exception as exc:
+                offset = record.offset()
+                raise RangeFailedError(
+                    range_,
+                    range_.from_offset if offset is None else offset,
+                    f"processor process_record failed: {exc!r}",
+                ) from exc

@@ -90,6 +90,11 @@ class TopicsDropped(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SpecChangeDeferred(Event):
+    """A pending batch keeps the settings it was planned with; the spec edit applies next batch."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Stopped(Event):
     """The loop stopped at a batch boundary."""
 
@@ -168,6 +173,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     CaughtUp,
     Rewound,
     TopicsDropped,
+    SpecChangeDeferred,
     Stopped,
     DataLossSkipped,
     DataLossRefused,

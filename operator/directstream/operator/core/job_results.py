@@ -20,9 +20,17 @@ from typing import Any, Literal
 
 from directstream.executor.contract import ContractError, ExecutorResult
 
-from .manifests import COMPLETION_INDEX_ANNOTATION, EXECUTOR_CONTAINER, LABEL_ATTEMPT, LABEL_BATCH
+from .manifests import (
+    ANNOTATION_DIGEST,
+    ANNOTATION_UNITS,
+    COMPLETION_INDEX_ANNOTATION,
+    EXECUTOR_CONTAINER,
+    LABEL_ATTEMPT,
+    LABEL_BATCH,
+)
+from .pinning import AttemptRun
 
-__all__ = ["JobProgress", "parse_executor_results", "read_job_progress"]
+__all__ = ["JobProgress", "foreign_job", "parse_executor_results", "read_job_progress"]
 
 # Waiting reasons a pod does not recover from by waiting (the image or its config is wrong).
 FATAL_WAITING_REASONS = {
@@ -100,10 +108,10 @@ def _pod_index(pod: Mapping[str, Any]) -> int | None:
 
 
 def _owned_by(pod: Mapping[str, Any], job_uid: object) -> bool:
-    """False only for a pod that names another controller (a stale pod of an older Job)."""
+    """Whether the Job is the pod's controller. Pods are found by label, and anyone who may
+    create a pod in the namespace may set a label: only the Job controller's pods count."""
     references = (pod.get("metadata") or {}).get("ownerReferences") or []
-    controllers = [ref.get("uid") for ref in references if ref.get("controller")]
-    return not job_uid or not controllers or job_uid in controllers
+    return bool(job_uid) and any(ref.get("controller") and ref.get("uid") == job_uid for ref in references)
 
 
 def _latest_pods(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], expected: int) -> dict[int, Any]:
@@ -225,6 +233,31 @@ def _index_state(
     return _IndexState("pending", since=created, detail=_scheduling_detail(pod, waiting))
 
 
+def _same_digest(state: _IndexState, digest: str, batch_id: int, attempt: int, index: int) -> _IndexState:
+    """A success counts only for the pinned attempt the Job runs (its digest)."""
+    result = state.result
+    if result is None or not result.ok or result.digest == digest:
+        return state
+    message = (
+        f"executor {index} reported the results of attempt digest {result.digest!r}, expected {digest!r}"
+    )
+    return _IndexState("done", _failed(batch_id, attempt, index, message))
+
+
+def foreign_job(job: Mapping[str, Any], owner_uid: str, attempt: AttemptRun) -> str | None:
+    """Why an existing Job of an attempt's name is not that attempt (None when it is)."""
+    metadata = job.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    owners = [ref.get("uid") for ref in metadata.get("ownerReferences") or [] if ref.get("controller")]
+    if owner_uid not in owners:
+        return f"owned by {owners or 'nobody'}, not by this stream ({owner_uid})"
+    if annotations.get(ANNOTATION_DIGEST) != attempt.digest:
+        return f"attempt digest {annotations.get(ANNOTATION_DIGEST)!r}, expected {attempt.digest!r}"
+    if annotations.get(ANNOTATION_UNITS) != str(len(attempt.units)):
+        return f"{annotations.get(ANNOTATION_UNITS)} units, expected {len(attempt.units)}"
+    return None
+
+
 def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
@@ -258,7 +291,13 @@ def read_job_progress(
     batch_id, attempt = _int_label(job, LABEL_BATCH), _int_label(job, LABEL_ATTEMPT)
     job_created = parse_time((job.get("metadata") or {}).get("creationTimestamp"))
     latest = _latest_pods(job, pods, expected)
-    states = [_index_state(latest.get(i), job_created, batch_id, attempt, i) for i in range(expected)]
+    digest = str(((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_DIGEST, ""))
+    states = [
+        _same_digest(
+            _index_state(latest.get(i), job_created, batch_id, attempt, i), digest, batch_id, attempt, i
+        )
+        for i in range(expected)
+    ]
     done = [s.result for s in states if s.result is not None]
     failures = [(i, s.result) for i, s in enumerate(states) if s.result is not None and not s.result.ok]
     pending_times = [s.since for s in states if s.kind == "pending" and s.since is not None]

@@ -19,6 +19,9 @@ Decisions worth knowing:
   nothing a user writes is silently dropped by the API server.
 - User env may not set ``DIRECTSTREAM_*`` (our channel to the executor; ``USER_SETTABLE_ENV``
   excepted) nor ``JOB_COMPLETION_INDEX``: ``ManifestError``.
+- The parquet sink's ``options.credentialsSecret``: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
+  (and optionally ``AWS_SESSION_TOKEN``) by ``secretKeyRef`` to that Secret's keys of the same names;
+  ``spec.executors.env`` may not set them too.
 - Kafka secrets: one env var per key of the Secret, ``DIRECTSTREAM_KAFKA_SECRET_<n>`` with a
   ``secretKeyRef``; the units' ``kafka.secret_env`` maps the librdkafka setting to that variable
   (``secret_env_for``). Secret values never appear in the Job.
@@ -34,6 +37,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from directstream.executor.contract import WorkUnit, wire
+from directstream.executor.contract.parquet import (
+    ParquetOptionsError,
+    credential_env,
+    credential_env_names,
+    parse_parquet_options,
+)
 
 from .errors import PermanentError
 from .spec import FORBIDDEN_KAFKA_CONFIG, StreamSpec
@@ -41,6 +50,7 @@ from .spec import FORBIDDEN_KAFKA_CONFIG, StreamSpec
 __all__ = [
     "ANNOTATION_ATTEMPT",
     "ANNOTATION_BATCH",
+    "ANNOTATION_DIGEST",
     "ANNOTATION_STREAM",
     "EXECUTOR_CONTAINER",
     "JOB_TTL_SECONDS",
@@ -70,6 +80,7 @@ ANNOTATION_STREAM = "directstream.io/stream"  # the full name, when the label ha
 ANNOTATION_BATCH = "directstream.io/batch"
 ANNOTATION_ATTEMPT = "directstream.io/attempt"
 ANNOTATION_UNITS = "directstream.io/units"
+ANNOTATION_DIGEST = "directstream.io/digest"  # the pinned attempt's fingerprint (core/pinning.py)
 
 EXECUTOR_CONTAINER = "executor"
 EXECUTOR_COMMAND = "directstream-executor"
@@ -281,6 +292,24 @@ def _executor_env(
     return env
 
 
+def _sink_env(spec: StreamSpec, unit: WorkUnit) -> list[dict[str, Any]]:
+    """Env the unit's sink asks for (the recorded plan's processor, not a newer spec): the parquet
+    sink's credentials, by reference to their Secret."""
+    if unit.processor.sink != "parquet":
+        return []
+    try:
+        entries = credential_env(parse_parquet_options(unit.processor.options))
+    except ParquetOptionsError as exc:
+        raise ManifestError(str(exc)) from exc
+    clash = sorted({str(e.get("name")) for e in spec.executors.env} & set(credential_env_names()))
+    if entries and clash:
+        raise ManifestError(
+            f"spec.executors.env sets {', '.join(clash)}, which spec.processor.options.credentialsSecret "
+            "provides: remove one of them"
+        )
+    return entries
+
+
 def build_executor_job(
     spec: StreamSpec,
     units: Sequence[WorkUnit],
@@ -290,6 +319,7 @@ def build_executor_job(
     image: str,
     secret_name: str | None,
     secret_keys: Sequence[str],
+    digest: str = "",
 ) -> dict[str, Any]:
     """The ``batch/v1`` Job running ``units`` (one batch attempt), owned by the DirectStream ``owner``.
 
@@ -321,7 +351,9 @@ def build_executor_job(
         "name": EXECUTOR_CONTAINER,
         "image": chosen_image,
         "command": [EXECUTOR_COMMAND],
-        "env": _executor_env(units_json, secret_name, secret_env) + _user_env(executors.env),
+        "env": _executor_env(units_json, secret_name, secret_env)
+        + _sink_env(spec, units[0])
+        + _user_env(executors.env),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         # A crash before the result is written still leaves its last log lines as the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -354,6 +386,7 @@ def build_executor_job(
         ANNOTATION_BATCH: str(batch_id),
         ANNOTATION_ATTEMPT: str(attempt),
         ANNOTATION_UNITS: str(len(units)),
+        ANNOTATION_DIGEST: digest,
     }
     timeout = getattr(executors, "timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     return {

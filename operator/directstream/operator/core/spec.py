@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from directstream.executor.contract import REFUSED_CONFIG, SINK_NAMES, PermanentError, SinkName
+from directstream.executor.contract.parquet import ParquetOptionsError, parse_parquet_options
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
     DNS_SUBDOMAIN,
@@ -452,6 +453,12 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
     options = s.mapping("options")
     s.close()
     options_path = s.at("options")
+    if sink == "parquet":
+        try:
+            parse_parquet_options(options)
+        except ParquetOptionsError as exc:
+            s.problems.add(join(options_path, exc.option) if exc.option else options_path, exc.reason)
+        return ProcessorSpec(sink, options)
     required = {"jsonl": "directory", "kafka": "topic", "python": "entryPoint"}.get(sink)
     if required is None:
         return ProcessorSpec(sink, options)

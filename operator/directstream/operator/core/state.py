@@ -12,6 +12,7 @@ from typing import Any
 
 from directstream.executor.contract import OffsetRange
 
+from .pinning import PinnedAttempt
 from .planning import BatchPlan, DataLoss, TopicPartition, TopicRecreated
 from .rate import RateState
 from .topic_lifecycle import TopicRecord
@@ -28,6 +29,16 @@ class PendingBatch:
     attempt: int
     planned_at: float  # clock seconds; the scheduling delay is measured from here
     first_error: str | None = None  # the latest failure, shown while the batch is retried
+    pinned: PinnedAttempt | None = None  # what every attempt runs (None: recorded by an older version)
+    budget_from: int = 1  # the first attempt that counts against maxAttempts
+    # Set once maxAttempts attempts failed: the fingerprint of the spec they ran under. The batch
+    # stays failed, running nothing, until the spec changes (or a reset abandons it).
+    exhausted: str | None = None
+
+    @property
+    def failed_attempts(self) -> int:
+        """Attempts that failed since the budget began (the current attempt has not run yet)."""
+        return self.attempt - self.budget_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +96,18 @@ class StreamState:
         """Nothing was ever committed or planned (offsets may then come from the Kafka group)."""
         return not self.committed and self.pending is None and self.next_batch_id == 1
 
-    def with_plan(self, plan: BatchPlan, now: float) -> StreamState:
-        """Record the plan before anything runs (the write-ahead log)."""
+    def with_plan(self, plan: BatchPlan, now: float, pinned: PinnedAttempt | None = None) -> StreamState:
+        """Record the plan, and what its attempts run, before anything runs (the write-ahead log)."""
         return replace(
             self,
-            pending=PendingBatch(plan, attempt=1, planned_at=now),
+            pending=PendingBatch(plan, attempt=1, planned_at=now, pinned=pinned),
             next_batch_id=max(self.next_batch_id, plan.batch_id + 1),
         )
+
+    def with_pinned(self, pinned: PinnedAttempt) -> StreamState:
+        """Pin a plan recorded by an older version, which did not record its attempt settings."""
+        assert self.pending is not None
+        return replace(self, pending=replace(self.pending, pinned=pinned))
 
     def with_retry(self, error: str) -> StreamState:
         """The same plan again, one attempt later."""
@@ -99,6 +115,19 @@ class StreamState:
         return replace(
             self, pending=replace(self.pending, attempt=self.pending.attempt + 1, first_error=error)
         )
+
+    def with_exhausted(self, error: str, spec_fingerprint: str) -> StreamState:
+        """maxAttempts attempts failed: nothing runs again until the spec differs."""
+        assert self.pending is not None
+        pending = replace(
+            self.pending, attempt=self.pending.attempt + 1, first_error=error, exhausted=spec_fingerprint
+        )
+        return replace(self, pending=pending)
+
+    def with_budget_renewed(self) -> StreamState:
+        """The spec changed after the batch gave up: maxAttempts more attempts, same ranges."""
+        assert self.pending is not None
+        return replace(self, pending=replace(self.pending, budget_from=self.pending.attempt, exhausted=None))
 
     def with_commit(self, entry: LedgerEntry) -> StreamState:
         """The pending batch succeeded: its ends become the committed offsets."""
@@ -224,6 +253,12 @@ def pending_to_json(
         doc["newPartitions"] = offsets_to_json({tp: starts[tp] for tp in plan.new_partitions})
     if pending.first_error:
         doc["lastError"] = pending.first_error
+    if pending.pinned is not None:
+        doc["pinned"] = pending.pinned.to_json()
+    if pending.budget_from != 1:
+        doc["budgetFrom"] = pending.budget_from
+    if pending.exhausted is not None:
+        doc["exhausted"] = pending.exhausted
     return doc
 
 
@@ -257,7 +292,16 @@ def pending_from_json(
             for x in doc.get("recreated", [])
         ),
     )
-    return PendingBatch(plan, int(doc["attempt"]), float(doc["plannedAt"]), doc.get("lastError"))
+    pinned = PinnedAttempt.from_json(doc["pinned"]) if doc.get("pinned") else None
+    return PendingBatch(
+        plan,
+        int(doc["attempt"]),
+        float(doc["plannedAt"]),
+        doc.get("lastError"),
+        pinned=pinned,
+        budget_from=int(doc.get("budgetFrom", 1)),
+        exhausted=doc.get("exhausted"),
+    )
 
 
 def _loss_to_json(loss: DataLoss) -> dict[str, Any]:

@@ -112,6 +112,8 @@ def outcome_of(event: ev.Event) -> EventOutcome | None:
             return _progressing("Rewound", emit=True)
         case ev.TopicsDropped():
             return EventOutcome("TopicsDropped", (), None, True)  # an Event; conditions unchanged
+        case ev.SpecChangeDeferred():
+            return _progressing("SpecChangeDeferred", phase=None, emit=True)
         case ev.Stopped():
             return EventOutcome("Stopped", _updates(("Progressing", "False", "Stopped")), None, True)
         case ev.DataLossSkipped():

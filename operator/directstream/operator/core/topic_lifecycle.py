@@ -168,6 +168,24 @@ def with_recorded_losses(plan: BatchPlan, losses: Iterable[DataLoss]) -> BatchPl
     return dataclasses.replace(plan, data_loss=(*kept, *fresh.values()))
 
 
+def chain_moves(
+    plan: BatchPlan, committed: Mapping[TopicPartition, int]
+) -> tuple[list[TopicPartition], dict[TopicPartition, tuple[int | None, int]]]:
+    """For offsets kept in a database: the chains to delete (partitions a recreated topic no
+    longer has) and the moves ``{tp: (expected, from)}`` that start each range's chain. A
+    recreated topic's chains stand where the old topic was committed."""
+    old = {(x.topic, p): off for x in plan.recreated for p, off in x.previous.items()}
+    planned = {(r.topic, r.partition) for r in plan.ranges}
+    moves = {
+        (r.topic, r.partition): (
+            committed.get((r.topic, r.partition), old.get((r.topic, r.partition))),
+            r.from_offset,
+        )
+        for r in plan.ranges
+    }
+    return sorted(set(old) - planned), moves
+
+
 def read_from(plan: BatchPlan) -> dict[TopicPartition, int]:
     """Where executors start reading a recorded range whose start is gone (onDataLoss: earliest)."""
     return {(x.topic, x.partition): x.resumed_at for x in plan.data_loss if x.recorded is not None}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from directstream.executor.contract import KafkaClientSettings, ProcessorSettings, WorkUnit
+from directstream.executor.contract import KafkaClientSettings, WorkUnit
 
-from .planning import BatchPlan, split_work
+from .pinning import pin, work_units
+from .planning import BatchPlan
 from .spec import StreamSpec
 
 
@@ -22,19 +23,6 @@ def executor_kafka_settings(
 def build_work_units(
     spec: StreamSpec, plan: BatchPlan, attempt: int, kafka: KafkaClientSettings
 ) -> tuple[WorkUnit, ...]:
-    """One unit per executor. The split depends only on the plan and the spec, so every
-    attempt of a batch reads exactly the same ranges in the same units."""
-    processor = ProcessorSettings(spec.processor.sink, dict(spec.processor.options))
-    groups = split_work(plan.ranges, spec.executors.max, spec.executors.max_records)
-    return tuple(
-        WorkUnit(
-            stream=spec.name,
-            batch_id=plan.batch_id,
-            attempt=attempt,
-            index=index,
-            ranges=ranges,
-            kafka=kafka,
-            processor=processor,
-        )
-        for index, ranges in enumerate(groups)
-    )
+    """One unit per executor, as the driver would pin them for ``plan`` under ``spec`` now
+    (previews; the driver itself runs the units of the pinned attempt)."""
+    return work_units(spec.name, plan, pin(spec, plan), attempt, kafka)

@@ -14,6 +14,7 @@ from directstream.executor.contract import ExecutorResult, KafkaClientSettings, 
 
 from ..core import events as ev
 from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable
+from ..core.pinning import AttemptRun, pin, spec_fingerprint, work_units
 from ..core.planning import (
     BatchPlan,
     DataLossError,
@@ -27,17 +28,18 @@ from ..core.rate import next_rate
 from ..core.spec import ResetSpec, StreamSpec
 from ..core.state import LedgerEntry, StreamState
 from ..core.status import lag_of
-from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
-from ..core.work import build_work_units
+from ..core.topic_lifecycle import chain_moves, compare_topics, skip_lost, topic_records
 from .outcomes import BatchFailed, Step, describe_failures
 from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
 from .topics import (
     TopicsNow,
+    announce_recreated,
+    as_planned,
+    caught_up,
     check_recorded_plan,
     drop_unread,
     dropped_event,
-    same_topics,
     still_read,
     topics_now,
 )
@@ -74,6 +76,7 @@ class Driver:
         self._external = external
         self._group_behind = False
         self._ids_at_ends: dict[str, str] = {}
+        self._deferred: tuple[int, str] | None = None  # the deferred spec change already reported
         self.latest: dict[TopicPartition, int] = {}
 
     # -- start-up ---------------------------------------------------------------------------
@@ -148,19 +151,9 @@ class Driver:
         """Start the database chain of new partitions at their first offset and move it over a
         data-loss skip, so the sink's compare-and-set finds each range's ``from``."""
         if self._external is not None:
-            # A recreated topic's chains stand where the old topic was committed.
-            old = {(x.topic, p): off for x in plan.recreated for p, off in x.previous.items()}
-            planned = {(r.topic, r.partition) for r in plan.ranges}
-            await self._external.forget(sorted(set(old) - planned))  # partitions the new topic lacks
-            await self._external.move(
-                {
-                    (r.topic, r.partition): (
-                        committed.get((r.topic, r.partition), old.get((r.topic, r.partition))),
-                        r.from_offset,
-                    )
-                    for r in plan.ranges
-                }
-            )
+            lacking, moves = chain_moves(plan, committed)  # a recreated topic's chains move too
+            await self._external.forget(lacking)
+            await self._external.move(moves)
 
     async def _check_chains(self, plan: BatchPlan) -> None:
         """After a batch, the database must stand at every range's end."""
@@ -236,6 +229,7 @@ class Driver:
                     offsets=plan.offsets,
                 )
             )
+            state = await self._pinned(state)
             await self._start_chains(plan, state.committed)  # again: the crash may have come first
             state = await self._check_recorded(state)
             plan = state.pending.plan if state.pending is not None else plan
@@ -257,19 +251,9 @@ class Driver:
                         lost=loss.lost,
                     )
                 )
-            for topic in plan.recreated:
-                self._observe(
-                    ev.DataLossSkipped(
-                        message=f"batch {plan.batch_id}: {topic}; reading the new topic from its start "
-                        "(onDataLoss: earliest)",
-                        batch_id=plan.batch_id,
-                        lost=topic.lost,
-                    )
-                )
-            # The topics as planned (a recreated one's old offsets forgotten), then the plan.
-            old = [(x.topic, p) for x in plan.recreated for p in x.previous]
-            state = state.with_topics(topic_records(marks, now.topics), old)
-            state = state.with_plan(plan, self._now())
+            announce_recreated(plan, self._observe)
+            state = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
+            state = state.with_plan(plan, self._now(), pin(self.spec, plan))
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             await self._start_chains(plan, state.committed)
             self._observe(
@@ -291,12 +275,41 @@ class Driver:
         self.latest = {**self.latest, **{tp: m.latest for tp, m in marks.items()}}
         return state
 
+    async def _pinned(self, state: StreamState) -> StreamState:
+        """A recorded batch runs with the settings it was planned with; say so when the spec has
+        changed since (the change applies from the next batch)."""
+        assert state.pending is not None
+        pending = state.pending
+        live = pin(self.spec, pending.plan)
+        if pending.pinned is None:  # recorded by a version that did not pin: pin it now
+            state = state.with_pinned(live)
+            await self._store.save(state)
+            return state
+        if live.digest != pending.pinned.digest and self._deferred != (pending.plan.batch_id, live.digest):
+            self._deferred = (pending.plan.batch_id, live.digest)
+            self._observe(
+                ev.SpecChangeDeferred(
+                    message=f"batch {pending.plan.batch_id} runs with the executor, processor and split "
+                    f"settings it was planned with; the spec change applies from batch "
+                    f"{pending.plan.batch_id + 1}",
+                    batch_id=pending.plan.batch_id,
+                )
+            )
+        return state
+
     async def _run_attempts(self, state: StreamState) -> tuple[StreamState, list[ExecutorResult]]:
-        attempts_here = 0
         while True:
-            assert state.pending is not None
-            plan, attempt = state.pending.plan, state.pending.attempt
-            units = skip_lost(build_work_units(self.spec, plan, attempt, self._executor_kafka), plan)
+            state = await self._pinned(state)
+            pending = state.pending
+            assert pending is not None and pending.pinned is not None
+            plan, attempt, pinned = pending.plan, pending.attempt, pending.pinned
+            if pending.exhausted is not None:
+                if pending.exhausted == spec_fingerprint(self.spec):
+                    raise BatchFailed(self._gave_up_message(state), state)
+                state = state.with_budget_renewed()  # the spec changed: maxAttempts more attempts
+                await self._store.save(state)
+                continue
+            units = skip_lost(work_units(self.spec.name, plan, pinned, attempt, self._executor_kafka), plan)
             if not units:
                 return state, []
             self._observe(
@@ -307,24 +320,22 @@ class Driver:
                     executors=len(units),
                 )
             )
-            results = await self._launcher.run(units)
+            results = await self._launcher.run(AttemptRun(units, pinned.executors, pinned.digest))
             failures = [r for r in results if not r.ok]
             if not failures:
                 return state, results
-            attempts_here += 1
             reason = describe_failures(failures)
-            if attempts_here >= self.spec.max_attempts:
-                state = state.with_retry(reason)  # the next run starts from attempt + 1 of the same plan
+            failed = pending.failed_attempts + 1
+            if failed >= self.spec.max_attempts:
+                # Persisted: a restart or another step does not start the count again.
+                state = state.with_exhausted(reason, spec_fingerprint(self.spec))
                 await self._store.save(state)
-                message = (
-                    f"batch {plan.batch_id} failed {attempts_here} time(s) (maxAttempts "
-                    f"{self.spec.max_attempts}); committed offsets unchanged: {reason}"
-                )
+                message = self._gave_up_message(state)
                 self._observe(ev.BatchGaveUp(message=message, batch_id=plan.batch_id, failures=len(failures)))
                 raise BatchFailed(message, state)
             state = state.with_retry(reason)
             await self._store.save(state)
-            wait = backoff(self._settings.retry_backoff_s, attempts_here)
+            wait = backoff(self._settings.retry_backoff_s, failed)
             self._observe(
                 ev.Retrying(
                     message=f"batch {plan.batch_id} attempt {attempt} failed, retrying the same ranges "
@@ -336,6 +347,15 @@ class Driver:
             )
             await self._sleep(wait)
             state = await self._check_recorded(state)  # e.g. retention deleted a range's start
+
+    def _gave_up_message(self, state: StreamState) -> str:
+        assert state.pending is not None
+        pending = state.pending
+        return (
+            f"batch {pending.plan.batch_id} failed {pending.failed_attempts} time(s) (maxAttempts "
+            f"{self.spec.max_attempts}); committed offsets unchanged; it runs again after a spec change "
+            f"or a reset: {pending.first_error}"
+        )
 
     async def _commit(self, state: StreamState, results: list[ExecutorResult], started: float) -> StreamState:
         assert state.pending is not None
@@ -393,6 +413,8 @@ class Driver:
         )
         # After "committed", so that a drift it reports is the condition left standing.
         await self._commit_group(group_offsets, plan.batch_id)
+        # Only now, with the commit durable, may the attempt's Jobs (and their results) go.
+        await self._launcher.release(plan.batch_id)
         return state
 
     async def _commit_group(self, offsets: Mapping[TopicPartition, int], batch_id: int) -> None:
@@ -490,12 +512,3 @@ class Driver:
         if plan is None:
             return Step(state, "idle")
         return Step(state, "batch", plan=plan, backlog=plan.rate_capped)
-
-
-def caught_up(
-    state: StreamState, targets: Mapping[TopicPartition, int], ids: Mapping[str, str] | None = None
-) -> bool:
-    """The committed offsets reached ``targets``, and are offsets of the same topics (``ids``)."""
-    return same_topics(state, ids or {}) and all(
-        state.committed.get(tp, -1) >= end for tp, end in targets.items()
-    )

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from directstream.executor.contract import ExecutorResult, WorkUnit
+from directstream.executor.contract import ExecutorResult
 
 from ..core.events import Event
+from ..core.pinning import AttemptRun
 from ..core.planning import TopicPartition, Watermarks
 from ..core.spec import StreamSpec
 from ..core.state import StreamState
@@ -56,9 +57,12 @@ class StatePort(Protocol):
 
 
 class LauncherPort(Protocol):
-    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
+    async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
         """Run every unit of one batch attempt and return one result per unit. A unit whose
         executor died without a result gets a failed result that says how it died."""
+
+    async def release(self, batch_id: int) -> None:
+        """The batch is committed durably: remove what its attempts left (Jobs, files)."""
 
 
 class Observer(Protocol):

@@ -3,11 +3,11 @@ plan``): what the driver would run next, computed as the driver does, writing no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 
-from directstream.executor.contract import ExecutorResult, WorkUnit
+from directstream.executor.contract import ExecutorResult
 
+from ..core.pinning import AttemptRun
 from ..core.planning import BatchPlan, TopicPartition, reset_offsets
 from ..core.spec import StreamSpec
 from ..core.state import StreamState
@@ -28,8 +28,11 @@ class _ReadOnly:
     async def save(self, state: StreamState) -> None:
         raise RuntimeError("a preview never writes the stream state")
 
-    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
+    async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
         raise RuntimeError("a preview never runs executors")
+
+    async def release(self, batch_id: int) -> None:
+        raise RuntimeError("a preview never removes anything")
 
 
 async def preview_next_batch(

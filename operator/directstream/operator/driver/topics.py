@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core import events as ev
-from ..core.planning import DataLossError, TopicPartition, Watermarks
+from ..core.planning import BatchPlan, DataLossError, TopicPartition, Watermarks
 from ..core.spec import StreamSpec
 from ..core.state import StreamState
 from ..core.topic_lifecycle import (
@@ -19,6 +19,7 @@ from ..core.topic_lifecycle import (
     describe_drops,
     new_recorded_losses,
     recorded_plan_losses,
+    topic_records,
     with_recorded_losses,
 )
 from .ports import ExternalOffsetsPort, Observer, OffsetsPort, StatePort
@@ -37,6 +38,27 @@ async def topics_now(offsets: OffsetsPort) -> TopicsNow:
     return TopicsNow(partitions, await offsets.topics(sorted({t for t, _ in partitions})))
 
 
+def announce_recreated(plan: BatchPlan, observe: Observer) -> None:
+    for topic in plan.recreated:
+        observe(
+            ev.DataLossSkipped(
+                message=f"batch {plan.batch_id}: {topic}; reading the new topic from its start "
+                "(onDataLoss: earliest)",
+                batch_id=plan.batch_id,
+                lost=topic.lost,
+            )
+        )
+
+
+def as_planned(
+    state: StreamState, plan: BatchPlan, marks: Mapping[TopicPartition, Watermarks], now: TopicsNow
+) -> StreamState:
+    """The state with the topics as ``plan`` reads them: their records (ids, latest offsets)
+    and without the old offsets of a topic recreated since."""
+    old = [(x.topic, p) for x in plan.recreated for p in x.previous]
+    return state.with_topics(topic_records(marks, now.topics), old)
+
+
 def still_read(
     state: StreamState, now: TopicsNow, offsets: Mapping[TopicPartition, int]
 ) -> dict[TopicPartition, int]:
@@ -48,13 +70,16 @@ def still_read(
     return {tp: off for tp, off in offsets.items() if tp in reading and tp[0] not in recreated}
 
 
-def same_topics(state: StreamState, ids: Mapping[str, str]) -> bool:
-    """Whether the state's topics are the ones with ``ids`` (none recreated in between)."""
-    for topic, topic_id in ids.items():
+def caught_up(
+    state: StreamState, targets: Mapping[TopicPartition, int], ids: Mapping[str, str] | None = None
+) -> bool:
+    """The committed offsets reached ``targets``, and are offsets of the same topics: none of
+    ``ids`` (the topic ids seen with the targets) was recreated before the state recorded it."""
+    for topic, topic_id in (ids or {}).items():
         record = state.topics.get(topic)
         if record is not None and record.id and topic_id and record.id != topic_id:
-            return False
-    return True
+            return False  # the old topic's offsets: the recreated one is still to be read
+    return all(state.committed.get(tp, -1) >= end for tp, end in targets.items())
 
 
 async def drop_unread(

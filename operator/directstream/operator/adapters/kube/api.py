@@ -90,7 +90,8 @@ class KubeApi:
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            # Foreground: the Job is gone only once its pods are, so no executor outlives it.
+            self._batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground")
         except ApiException as exc:
             if exc.status != 404:
                 raise _describe(exc, f"deleting Job {namespace}/{name}") from exc

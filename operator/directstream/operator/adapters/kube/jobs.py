@@ -1,26 +1,30 @@
 """The operator's executors: one Kubernetes Job per batch attempt, one pod per work unit.
 
 The Job's name is a function of (stream, batch, attempt), so after an operator restart the
-running attempt's Job is found and adopted instead of launched twice. Results come from the
-pods' termination messages. The launcher waits on a wake-up that Job events set, with a slow
-poll as a safety net; pods stuck Pending past ``executors.pendingTimeout`` fail the attempt.
+running attempt's Job is found and adopted instead of launched twice — only when it is that very
+attempt (stream uid, digest, units). Results come from the termination messages of the pods that
+Job controls, and a succeeded Job stays until the batch's commit is durable. The launcher waits
+on a wake-up that Job events set, with a slow poll as a safety net; pods stuck Pending past
+``executors.pendingTimeout`` fail the attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from directstream.executor.contract import ExecutorResult, WorkUnit
+from directstream.executor.contract import ExecutorResult
 
-from ...core.job_results import read_job_progress
+from ...core.job_results import foreign_job, read_job_progress
 from ...core.manifests import build_executor_job
+from ...core.pinning import AttemptRun
 from ...core.spec import StreamSpec
-from .api import AsyncKubeApi
+from .api import AsyncKubeApi, KubeError
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +52,13 @@ class JobLauncher:
         self._wake = wake
         self._on_job = on_job
         self._poll_s = poll_s  # besides the wake-ups (Job and pod events)
+        self._succeeded: dict[int, str] = {}  # batch -> its succeeded Job, deleted on release
 
-    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
+    async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
+        units = attempt.units
         if not units:
             return []
-        spec = self._spec()
+        spec = dataclasses.replace(self._spec(), executors=attempt.executors)  # the pinned pod settings
         secret_name, secret_keys = self._secret()
         manifest = build_executor_job(
             spec,
@@ -62,15 +68,10 @@ class JobLauncher:
             image=self._image,
             secret_name=secret_name,
             secret_keys=secret_keys,
+            digest=attempt.digest,
         )
         name = manifest["metadata"]["name"]
-        if await self._kube.get_job(self._namespace, name) is None:
-            await self._kube.create_job(self._namespace, manifest)
-            log.info("created Job %s for batch %s attempt %s", name, units[0].batch_id, units[0].attempt)
-        else:
-            log.info(
-                "adopted running Job %s (batch %s attempt %s)", name, units[0].batch_id, units[0].attempt
-            )
+        await self._create_or_adopt(manifest, attempt)
         if self._on_job is not None:
             await self._on_job(name)
         try:
@@ -78,12 +79,52 @@ class JobLauncher:
         finally:
             if self._on_job is not None:
                 await self._on_job(None)
-        if all(r.ok for r in results) or not job_done:
-            # Succeeded Jobs are not kept (a stream runs one every few seconds), nor a Job given up
-            # on while its pods were stuck Pending. Failed ones stay, until
-            # ttlSecondsAfterFinished, for their pods' logs.
-            await self._kube.delete_job(self._namespace, name)
+        if all(r.ok for r in results):
+            # Kept until the batch's commit is durable (release): a restart in between adopts it
+            # and reads the same results instead of running the batch again.
+            self._succeeded[attempt.batch_id] = name
+        elif not job_done:
+            await self._kube.delete_job(self._namespace, name)  # given up on while its pods were Pending
+        # Failed Jobs stay, until ttlSecondsAfterFinished, for their pods' logs.
         return results
+
+    async def release(self, batch_id: int) -> None:
+        name = self._succeeded.pop(batch_id, None)
+        if name is not None:
+            await self._kube.delete_job(self._namespace, name)
+
+    async def _create_or_adopt(self, manifest: Mapping[str, Any], attempt: AttemptRun) -> None:
+        """Create the attempt's Job, or adopt the one already there if it is this very attempt
+        (same stream uid, digest and unit count). A Job of the same name that is not (a stream
+        deleted and made again, a hand-edited status) is deleted, and the attempt started anew."""
+        name = manifest["metadata"]["name"]
+        for _ in range(2):
+            existing = await self._kube.get_job(self._namespace, name)
+            if existing is None:
+                created = await self._kube.create_job(self._namespace, manifest)
+                if foreign_job(created, self._owner["uid"], attempt) is None:
+                    log.info(
+                        "created Job %s for batch %s attempt %s", name, attempt.batch_id, attempt.attempt
+                    )
+                    return
+                existing = created  # lost a race to another Job of that name
+            reason = foreign_job(existing, self._owner["uid"], attempt)
+            if reason is None:
+                log.info(
+                    "adopted running Job %s (batch %s attempt %s)", name, attempt.batch_id, attempt.attempt
+                )
+                return
+            log.warning("Job %s is not this attempt's (%s): deleting it", name, reason)
+            await self._kube.delete_job(self._namespace, name)
+            await self._gone(name)
+        raise KubeError(f"Job {self._namespace}/{name} keeps coming back with another attempt's identity")
+
+    async def _gone(self, name: str, timeout_s: float = 60.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while await self._kube.get_job(self._namespace, name) is not None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise KubeError(f"Job {self._namespace}/{name} was not deleted within {timeout_s:.0f}s")
+            await asyncio.sleep(0.5)
 
     async def _wait(
         self, name: str, expected: int, pending_timeout: float
@@ -94,7 +135,7 @@ class JobLauncher:
             job = await self._kube.get_job(self._namespace, name)
             if job is None:
                 message = f"Job {name} was deleted before its executors finished"
-                return [ExecutorResult(0, 0, i, ok=False, error=message) for i in range(expected)], True
+                return [ExecutorResult(-1, -1, i, ok=False, error=message) for i in range(expected)], True
             pods = await self._kube.job_pods(self._namespace, name)
             progress = read_job_progress(
                 job, pods, expected, now=datetime.now(UTC), pending_timeout_seconds=pending_timeout

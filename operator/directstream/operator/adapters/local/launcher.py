@@ -18,6 +18,8 @@ from typing import BinaryIO
 
 from directstream.executor.contract import ContractError, ExecutorResult, WorkUnit
 
+from ...core.pinning import AttemptRun
+
 PR_SET_PDEATHSIG = 1
 KEEP_FAILED_ATTEMPTS = 20
 
@@ -49,19 +51,29 @@ class LocalLauncher:
     def __init__(self, work_dir: Path, executor_command: Sequence[str] | None = None) -> None:
         self.work_dir = work_dir
         self.command = list(executor_command or [sys.executable, "-m", "directstream.executor"])
+        self._succeeded: dict[int, Path] = {}
 
-    async def run(self, units: Sequence[WorkUnit]) -> list[ExecutorResult]:
+    async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
+        units = attempt.units
         if not units:
             return []
-        first = units[0]
-        attempt_dir = self.work_dir / f"batch-{first.batch_id:08d}-attempt-{first.attempt}"
+        attempt_dir = self._attempt_dir(attempt.batch_id, attempt.attempt)
         shutil.rmtree(attempt_dir, ignore_errors=True)
         attempt_dir.mkdir(parents=True)
         results = await asyncio.gather(*(self._run_one(unit, attempt_dir) for unit in units))
         if all(r.ok for r in results):
-            shutil.rmtree(attempt_dir, ignore_errors=True)
+            self._succeeded[attempt.batch_id] = attempt_dir
         self._prune()
         return list(results)
+
+    async def release(self, batch_id: int) -> None:
+        """The batch is committed: the succeeded attempt's files go (failed ones stay, for their logs)."""
+        attempt_dir = self._succeeded.pop(batch_id, None)
+        if attempt_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, attempt_dir, True)
+
+    def _attempt_dir(self, batch_id: int, attempt: int) -> Path:
+        return self.work_dir / f"batch-{batch_id:08d}-attempt-{attempt}"
 
     async def _run_one(self, unit: WorkUnit, attempt_dir: Path) -> ExecutorResult:
         unit_file = attempt_dir / f"unit-{unit.index}.json"
@@ -103,6 +115,7 @@ class LocalLauncher:
             batch_id=unit.batch_id,
             attempt=unit.attempt,
             index=unit.index,
+            digest=unit.digest,
             ok=False,
             error=f"executor {_exit_description(code)}"
             + (f": {detail}" if detail else "")
