@@ -9,6 +9,11 @@ any planner must do), side by side; prints medians and the ratio (goal: plan <= 
 Part 2 (real broker, if reachable): one batch's watermark look-up over a topic with
 ``--request-partitions`` partitions, counting ListOffsets requests from librdkafka's own
 statistics (goal: one per broker for each end of the log).
+
+Part 3 (real broker): what telling recreated topics apart costs per batch: the look-ups of a
+batch (metadata, watermarks) with and without the topic-id request (DescribeTopics), side by
+side over ``--pattern-topics`` topics; and the pure comparison of topic ids over
+``--partitions`` partitions against planning them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from directstream.operator.adapters.kafka import KafkaOffsets
 from directstream.operator.core.planning import PlanInputs, Watermarks, plan_batch, split_work
 from directstream.operator.core.spec import KafkaSpec, RateSpec, StreamSpec
+from directstream.operator.core.topic_lifecycle import TopicInfo, TopicRecord, compare_topics
 
 
 def time_ms(fn: object, repeat: int) -> float:
@@ -64,6 +70,56 @@ def bench_planning(partitions: int, repeat: int) -> None:
         f"  plan_batch (ranges, caps, data loss):  {planned:7.2f} ms  {planned / base:4.1f}x  (goal <= 20 ms)"
     )
     print(f"  split_work into 16 executors:          {split:7.2f} ms  {split / base:4.1f}x")
+
+
+def bench_topic_compare(partitions: int, repeat: int) -> None:
+    topics = [f"t{i}" for i in range(max(1, partitions // 100))]
+    tps = [(topics[i % len(topics)], i // len(topics)) for i in range(partitions)]
+    committed = {tp: 1_000 for tp in tps}
+    marks = {tp: Watermarks(0, 2_000) for tp in tps}
+    records = {t: TopicRecord(f"id-{t}", 0) for t in topics}
+    infos = {t: TopicInfo(f"id-{t}", tuple(range(100))) for t in topics}
+    spec = StreamSpec(name="bench", kafka=KafkaSpec("127.0.0.1:9092"), topics=tuple(topics))
+    planned = time_ms(lambda: plan_batch(spec, PlanInputs(committed, marks), 2), repeat)
+    compared = time_ms(lambda: compare_topics(committed, records, tps, infos), repeat)
+    print(f"\ncomparing topic ids of {partitions:,} partitions ({len(topics)} topics), median of {repeat}:")
+    print(f"  plan_batch:     {planned:7.2f} ms")
+    print(f"  compare_topics: {compared:7.2f} ms  {compared / planned:4.2f}x of planning")
+
+
+def bench_topic_lookup(bootstrap: str, n_topics: int, repeat: int) -> None:
+    prefix = f"bench-ids-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [f"{prefix}-{i}" for i in range(n_topics)]
+    for f in admin.create_topics([NewTopic(n, 4, 1) for n in names]).values():
+        f.result(30)
+    spec = StreamSpec(name="bench", kafka=KafkaSpec(bootstrap), topic_pattern=f"^{prefix}-.*$")
+    offsets = KafkaOffsets(spec)
+    tps = offsets.partitions()
+    while len(tps) < 4 * n_topics:  # the new topics reach the metadata
+        time.sleep(0.2)
+        tps = offsets.partitions()
+    offsets.watermarks(tps)  # warm-up: leadership of the new topics settles
+    offsets.topics(names)
+
+    def without_ids() -> None:
+        offsets.watermarks(offsets.partitions())
+
+    def with_ids() -> None:
+        found = offsets.partitions()
+        offsets.topics(sorted({t for t, _ in found}))
+        offsets.watermarks(found)
+
+    base, ids = [], []
+    for _ in range(repeat):  # interleaved, so both see the same broker load
+        base.append(time_ms(without_ids, 1))
+        ids.append(time_ms(with_ids, 1))
+    b, i = statistics.median(base), statistics.median(ids)
+    print(f"\none batch's Kafka look-ups over {n_topics} topics ({len(tps)} partitions), median of {repeat}:")
+    print(f"  metadata + watermarks:                  {b:7.2f} ms")
+    print(f"  metadata + topic ids + watermarks:      {i:7.2f} ms  {i / b:4.2f}x")
+    for f in admin.delete_topics(names).values():
+        f.result(30)
 
 
 def bench_requests(bootstrap: str, partitions: int) -> None:
@@ -117,11 +173,14 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--request-partitions", type=int, default=64)
+    parser.add_argument("--pattern-topics", type=int, default=50)
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
     args = parser.parse_args()
     bench_planning(args.partitions, args.repeat)
+    bench_topic_compare(args.partitions, args.repeat)
     if args.bootstrap:
         bench_requests(args.bootstrap, args.request_partitions)
+        bench_topic_lookup(args.bootstrap, args.pattern_topics, args.repeat)
     else:
         print("\n(no --bootstrap / KAFKA_BOOTSTRAP: skipped the request count)")
 

@@ -17,10 +17,11 @@ import yaml
 
 from directstream.executor.contract import OffsetRange
 from directstream.operator.core.pinning import pin
-from directstream.operator.core.planning import BatchPlan, DataLoss
+from directstream.operator.core.planning import BatchPlan, DataLoss, TopicRecreated
 from directstream.operator.core.rate import RateState
 from directstream.operator.core.spec import parse_spec
 from directstream.operator.core.state import LEDGER_LIMIT, LedgerEntry, StreamState
+from directstream.operator.core.topic_lifecycle import TopicRecord
 
 CRD_PATH = Path(__file__).resolve().parents[1] / "crds" / "directstream.yaml"
 
@@ -177,7 +178,8 @@ def apply_defaults(value: Any, node: dict[str, Any]) -> Any:
 
 
 def full_state() -> StreamState:
-    """Everything ``to_json`` can write: a retried plan with data loss and new partitions, a full history."""
+    """Everything ``to_json`` can write: a retried plan with data loss (when planned and in the
+    recorded range), a recreated topic and new partitions, topic records, a full history."""
     plan = BatchPlan(
         batch_id=LEDGER_LIMIT + 5,
         ranges=(
@@ -185,9 +187,13 @@ def full_state() -> StreamState:
             OffsetRange("clicks", 1, 70, 90),
             OffsetRange("clicks", 2, 0, 12),
         ),
-        data_loss=(DataLoss("clicks", 1, 50, 70, "deleted"),),
+        data_loss=(
+            DataLoss("clicks", 1, 50, 70, "deleted"),
+            DataLoss("clicks", 0, 100, 120, "deleted", OffsetRange("clicks", 0, 100, 180)),
+        ),
         new_partitions=(("clicks", 2),),
         rate_capped=True,
+        recreated=(TopicRecreated("views", "frzguCiNQsyBg0GWQ3NtTQ", "p3e3c4Q5RjWxJqYk2y6lBg", {0: 7}, 3),),
     )
     state = StreamState(
         committed={("clicks", 0): 100, ("clicks", 1): 50},
@@ -200,6 +206,7 @@ def full_state() -> StreamState:
         rate=RateState(rate=1234.5, updated_at=1793491200.25, error=-3.5),
         records_total=4711,
         applied_reset="r1",
+        topics={"clicks": TopicRecord("frzguCiNQsyBg0GWQ3NtTQ", 190), "views": TopicRecord("", 0)},
     )
     stream = parse_spec(
         "clicks",

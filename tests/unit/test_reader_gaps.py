@@ -5,6 +5,7 @@ gap), so these cases are tested without a broker and without waiting."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -114,3 +115,15 @@ def test_no_progress_past_the_stall_timeout_names_the_range_and_position():
         read(consumer, unit(OffsetRange("t", 0, 0, 10)), stall=0.0)
     assert failure.value.range == OffsetRange("t", 0, 0, 10)
     assert failure.value.offset == 2
+
+
+def test_a_range_whose_start_was_lost_is_read_from_where_the_driver_says_and_keeps_its_name():
+    consumer = ScriptedConsumer([records("t", 0, 40, 41, 42)], positions={("t", 0): 43})
+    work = replace(
+        unit(OffsetRange("t", 0, 0, 43), OffsetRange("t", 1, 0, 10)), read_from=(("t", 0, 40), ("t", 1, 10))
+    )
+    chunks = read(consumer, work)
+    assert chunks[0] == ("t[1] 0..10", [], True), "lost up to its end: done without Kafka"
+    assert chunks[1:] == [("t[0] 0..43", [40, 41, 42], False), ("t[0] 0..43", [], True)]
+    assert [(tp.topic, tp.partition, tp.offset) for tp in consumer.assigned] == [("t", 0, 40)]
+    assert WorkUnit.loads(work.dumps()) == work, "read_from travels with the unit"

@@ -87,10 +87,10 @@ class ReadChunk:
 class _PartitionState:
     __slots__ = ("position", "progress_at", "range", "until")
 
-    def __init__(self, range_: OffsetRange, now: float) -> None:
+    def __init__(self, range_: OffsetRange, start: int, now: float) -> None:
         self.range = range_
         self.until = range_.until_offset
-        self.position = range_.from_offset  # next offset the reader expects
+        self.position = start  # next offset the reader expects
         self.progress_at = now
 
 
@@ -134,9 +134,11 @@ class RangeReader:
         self._consumer_factory = consumer_factory
 
     def chunks(self) -> Iterator[ReadChunk]:
-        pending = [r for r in self._unit.ranges if r.count > 0]
+        # A range the driver found lost up to its end (read_from) has nothing left to read.
+        start_of = self._unit.start_of
+        pending = [r for r in self._unit.ranges if start_of(r) < r.until_offset]
         for range_ in self._unit.ranges:
-            if range_.count == 0:  # complete without touching Kafka
+            if start_of(range_) >= range_.until_offset:  # complete without touching Kafka
                 yield ReadChunk(range_, (), done=True)
         if not pending:
             return
@@ -153,11 +155,13 @@ class RangeReader:
     def _read(self, consumer: Any, ranges: list[OffsetRange]) -> Iterator[ReadChunk]:
         now = time.monotonic()
         single_topic = len({r.topic for r in ranges}) == 1
+        start_of = self._unit.start_of
         states: dict[Any, _PartitionState] = {
-            (r.partition if single_topic else (r.topic, r.partition)): _PartitionState(r, now) for r in ranges
+            (r.partition if single_topic else (r.topic, r.partition)): _PartitionState(r, start_of(r), now)
+            for r in ranges
         }
         group_key = _message_partition if single_topic else _topic_partition
-        consumer.assign([TopicPartition(r.topic, r.partition, r.from_offset) for r in ranges])
+        consumer.assign([TopicPartition(r.topic, r.partition, start_of(r)) for r in ranges])
         chunk_size, timeout = self._options.chunk_size, self._options.poll_timeout
         while states:
             if self._should_stop():

@@ -80,7 +80,8 @@ class ProgressPrinter:
         print(f"{time.strftime('%H:%M:%S')} {prefix}{event.message}{rate}", file=self.out, flush=True)
 
     def _live(self, event: ev.Event) -> None:
-        if event.warning or isinstance(event, ev.CaughtUp | ev.Stopped | ev.Started | ev.Note):
+        shown = ev.CaughtUp | ev.Stopped | ev.Started | ev.Note | ev.TopicsDropped
+        if event.warning or isinstance(event, shown):
             self._clear()
             print(("WARNING " if event.warning else "") + event.message, file=self.out, flush=True)
             return
@@ -153,6 +154,7 @@ def plan_report(spec: StreamSpec, plan: BatchPlan, kind: str) -> str:
         f"{kind} batch {plan.batch_id}: {plan.offsets:,} offsets in {len(plan.record_ranges)} range(s)"
         + (" (rate-capped: more is waiting)" if plan.rate_capped else "")
     ]
+    lines += [f"  data loss: {x}; read from its start" for x in plan.recreated]
     lines += [f"  data loss: {loss}" for loss in plan.data_loss]
     units = build_work_units(spec, plan, 1, executor_kafka_settings(spec))
     rows = [

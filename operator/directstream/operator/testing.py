@@ -1,7 +1,9 @@
 """In-memory fakes of every port of the driver, for tests that run the real loop in milliseconds.
 
-- :class:`FakeKafka` (``OffsetsPort``): partitions with earliest/latest offsets, a consumer group,
-  records produced and deleted, and outages (``fail_next``).
+- :class:`FakeKafka` (``OffsetsPort``): partitions with earliest/latest offsets, topic ids, a
+  consumer group, records produced and deleted, topics deleted and recreated, and outages
+  (``fail_next``). Given the stream's spec (``MemoryHost`` passes it) it lists the partitions
+  the stream reads as the real adapter does.
 - :class:`MemoryState` (``StatePort``): the state, and every state saved, in order.
 - :class:`FakeLauncher` (``LauncherPort``): runs nothing; answers each unit with a result from a
   script, and records the units and the state recorded when they were launched.
@@ -25,6 +27,7 @@ from .core.pinning import AttemptRun
 from .core.planning import TopicPartition, Watermarks
 from .core.spec import StreamSpec
 from .core.state import StreamState
+from .core.topic_lifecycle import TopicInfo
 from .driver import DEFAULT_SETTINGS, Driver, DriverSettings
 from .driver.outcomes import Decision, Halt, RunMode
 from .driver.policies import exit_policy, wait_policy
@@ -42,7 +45,7 @@ class FakeClock:
 
 
 class FakeKafka:
-    """Topics as ``{(topic, partition): Watermarks}``; a group's commits; scripted outages."""
+    """Topics as ``{(topic, partition): Watermarks}``; topic ids; a group's commits; scripted outages."""
 
     def __init__(self, partitions: Mapping[TopicPartition, int] | None = None) -> None:
         self.marks: dict[TopicPartition, Watermarks] = {
@@ -50,16 +53,42 @@ class FakeKafka:
         }
         self.groups: dict[str, dict[TopicPartition, int]] = {}
         self.commits: list[dict[TopicPartition, int]] = []
+        self.ids: dict[str, str] = {}
+        self._created = 0
+        for topic in sorted({tp[0] for tp in self.marks}):
+            self._new_id(topic)
+        self.spec: StreamSpec | None = None  # the stream's topics or pattern (None: every partition)
         self._failures = 0
         self.calls = 0
 
+    def _new_id(self, topic: str) -> None:
+        self._created += 1
+        self.ids[topic] = f"{topic}-id{self._created}"
+
     def produce(self, tp: TopicPartition, records: int) -> None:
+        if tp[0] not in self.ids:
+            self._new_id(tp[0])
         mark = self.marks.get(tp, Watermarks(0, 0))
         self.marks[tp] = replace(mark, latest=mark.latest + records)
 
     def delete_records(self, tp: TopicPartition, before: int) -> None:
         """Retention: offsets below ``before`` are gone."""
         self.marks[tp] = replace(self.marks[tp], earliest=before)
+
+    def delete_topic(self, topic: str) -> None:
+        """The topic, its id and every group's offsets for it are gone (as Kafka deletes them)."""
+        self.marks = {tp: m for tp, m in self.marks.items() if tp[0] != topic}
+        self.ids.pop(topic, None)
+        for offsets in self.groups.values():
+            for tp in [tp for tp in offsets if tp[0] == topic]:
+                del offsets[tp]
+
+    def recreate_topic(self, topic: str, records: Mapping[int, int]) -> None:
+        """Delete ``topic`` and create it again (a new id) with ``records`` per partition."""
+        self.delete_topic(topic)
+        self._new_id(topic)
+        for partition, count in records.items():
+            self.marks[(topic, partition)] = Watermarks(0, count)
 
     def fail_next(self, calls: int) -> None:
         """The next ``calls`` requests find Kafka unreachable."""
@@ -73,7 +102,23 @@ class FakeKafka:
 
     async def partitions(self) -> list[TopicPartition]:
         self._request()
-        return sorted(self.marks)
+        return self._reading()
+
+    def _reading(self) -> list[TopicPartition]:
+        spec = self.spec
+        if spec is not None and spec.topics:
+            missing = [t for t in spec.topics if t not in self.ids]
+            if missing:
+                raise KafkaUnavailable(f"topic(s) {', '.join(missing)} do not exist on fake:9092")
+        return sorted(tp for tp in self.marks if spec is None or spec.matches_topic(tp[0]))
+
+    async def topics(self, names: list[str]) -> dict[str, TopicInfo]:
+        self._request()
+        return {
+            name: TopicInfo(self.ids[name], tuple(sorted(p for t, p in self.marks if t == name)))
+            for name in names
+            if name in self.ids
+        }
 
     async def watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, Watermarks]:
         self._request()
@@ -87,12 +132,19 @@ class FakeKafka:
 
     async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._request()
+        unknown = sorted(tp for tp in offsets if tp not in self.marks)
+        if unknown:
+            raise KafkaUnavailable(
+                f"committing offsets of group {group} failed for "
+                + ", ".join(f"{t}[{p}]: Broker: Unknown topic or partition" for t, p in unknown)
+            )
         self.groups.setdefault(group, {}).update(offsets)
         self.commits.append(dict(offsets))
 
     async def committed(self, group: str) -> dict[TopicPartition, int]:
         self._request()
-        return {tp: off for tp, off in self.groups.get(group, {}).items() if tp in self.marks}
+        reading = set(self._reading())
+        return {tp: off for tp, off in self.groups.get(group, {}).items() if tp in reading}
 
 
 class MemoryState:
@@ -214,6 +266,7 @@ class MemoryHost:
 
     async def driver_for(self, spec: StreamSpec) -> Driver:
         self.driver.spec = spec
+        self.kafka.spec = spec
         return self.driver
 
     async def checkpoint(self) -> None:

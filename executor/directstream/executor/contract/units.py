@@ -82,11 +82,22 @@ class WorkUnit:
     ranges: tuple[OffsetRange, ...]
     kafka: KafkaClientSettings
     processor: ProcessorSettings
+    # (topic, partition, offset): the driver found the records of that partition's range below
+    # ``offset`` deleted (onDataLoss: earliest), so reading starts there; outputs are still named
+    # and chained by the range as recorded.
+    read_from: tuple[tuple[str, int, int], ...] = ()
     digest: str = ""  # the attempt's fingerprint; the executor's result carries it back
 
     @property
     def record_count(self) -> int:
         return sum(r.count for r in self.ranges)
+
+    def start_of(self, range_: OffsetRange) -> int:
+        """The first offset to read of ``range_``: its from, or past records already lost."""
+        for topic, partition, offset in self.read_from:
+            if (topic, partition) == (range_.topic, range_.partition):
+                return min(max(offset, range_.from_offset), range_.until_offset)
+        return range_.from_offset
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +109,7 @@ class WorkUnit:
             "ranges": [r.to_json() for r in self.ranges],
             "kafka": self.kafka.to_json(),
             "processor": self.processor.to_json(),
+            **({"readFrom": [list(x) for x in self.read_from]} if self.read_from else {}),
             **({"digest": self.digest} if self.digest else {}),
         }
 
@@ -117,6 +129,7 @@ class WorkUnit:
                 ranges=tuple(OffsetRange.from_json(r) for r in doc["ranges"]),
                 kafka=KafkaClientSettings.from_json(doc["kafka"]),
                 processor=ProcessorSettings.from_json(doc["processor"]),
+                read_from=tuple(_read_from(x) for x in doc.get("readFrom", ())),
                 digest=str(doc.get("digest", "")),
             )
         except ContractError:
@@ -133,6 +146,14 @@ class WorkUnit:
         if not isinstance(doc, dict):
             raise ContractError("work unit must be a JSON object")
         return cls.from_json(doc)
+
+
+def _read_from(doc: Any) -> tuple[str, int, int]:
+    if not (isinstance(doc, list) and len(doc) == 3 and isinstance(doc[0], str)):
+        raise ContractError(f"readFrom entries must be [topic, partition, offset], got {doc!r}")
+    if not all(isinstance(v, int) and v >= 0 for v in doc[1:]):
+        raise ContractError(f"readFrom entry has a wrong partition or offset: {doc!r}")
+    return (doc[0], doc[1], doc[2])
 
 
 @dataclass(frozen=True, slots=True)

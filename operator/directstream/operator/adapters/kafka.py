@@ -19,6 +19,7 @@ from confluent_kafka import (
     IsolationLevel,
     KafkaError,
     KafkaException,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -27,6 +28,7 @@ from ..core.errors import KafkaUnavailable
 from ..core.planning import TopicPartition as TopicPartitionKey
 from ..core.planning import Watermarks
 from ..core.spec import StreamSpec
+from ..core.topic_lifecycle import TopicInfo, known_id
 from ..core.work import executor_kafka_settings
 
 REQUEST_TIMEOUT_S = 15.0
@@ -38,12 +40,15 @@ T = TypeVar("T")
 TRANSIENT = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError.REQUEST_TIMED_OUT,
 }
+# A broker too old to describe topics (no topic ids): recreated topics cannot be told apart.
+UNSUPPORTED = {KafkaError._UNSUPPORTED_FEATURE, KafkaError.UNSUPPORTED_VERSION}
 
 
 class _Retriable(Exception):
@@ -106,15 +111,14 @@ class KafkaOffsets:
     def partitions(self) -> list[TopicPartitionKey]:
         """Every partition the stream reads now: its listed topics, or the topics matching its
         pattern. A listed topic that does not exist is an error (a typo should not idle)."""
-        try:
-            metadata = self._admin.list_topics(timeout=REQUEST_TIMEOUT_S)
-        except KafkaException as exc:
-            raise KafkaUnavailable(f"cannot reach Kafka at {self._bootstrap}: {exc.args[0]}") from exc
-        topics = metadata.topics
+        topics = self._metadata().topics
         if self._spec.topics:
             missing = [t for t in self._spec.topics if t not in topics]
             if missing:
-                raise KafkaUnavailable(f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap}")
+                raise KafkaUnavailable(
+                    f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap} (a listed topic "
+                    "must exist; remove one deleted on purpose from spec.topics to drop its offsets)"
+                )
             names: Iterable[str] = self._spec.topics
         else:
             names = (t for t in topics if not t.startswith("__") and self._spec.matches_topic(t))
@@ -125,6 +129,52 @@ class KafkaOffsets:
                 raise KafkaUnavailable(f"metadata for topic {name}: {meta.error.str()}")
             result.extend((name, p) for p in meta.partitions)
         return sorted(result)
+
+    def topics(self, names: Iterable[str]) -> dict[str, TopicInfo]:
+        """Each topic's id and partitions, in one DescribeTopics request. A topic that does not
+        exist is left out, once the cluster's metadata agrees (a topic being created or a
+        broker starting can answer "unknown" for a moment)."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        what = f"describing topics at {self._bootstrap}"
+
+        def describe() -> dict[str, TopicInfo]:
+            futures = self._admin.describe_topics(TopicCollection(wanted), request_timeout=REQUEST_TIMEOUT_S)
+            found: dict[str, TopicInfo] = {}
+            unknown = []
+            for name, future in futures.items():
+                try:
+                    desc = future.result(timeout=REQUEST_TIMEOUT_S)
+                except KafkaException as exc:
+                    code = exc.args[0].code()
+                    if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        unknown.append(name)
+                        continue
+                    if code in UNSUPPORTED:
+                        return self._topics_without_ids(wanted)
+                    if _transient(exc):
+                        raise _Retriable(f"{what}: {name}: {exc.args[0]}") from exc
+                    raise KafkaUnavailable(f"{what}: {name}: {exc.args[0]}") from exc
+                except TimeoutError as exc:
+                    raise KafkaUnavailable(f"{what} timed out after {REQUEST_TIMEOUT_S:.0f}s") from exc
+                partitions = tuple(sorted(p.id for p in desc.partitions))
+                found[name] = TopicInfo(known_id(str(desc.topic_id)), partitions)
+            if unknown and set(unknown) & set(self._metadata().topics):
+                raise _Retriable(f"{what}: {', '.join(unknown)} listed but not yet described")
+            return found
+
+        return _retrying(describe, what)
+
+    def _metadata(self) -> Any:
+        try:
+            return self._admin.list_topics(timeout=REQUEST_TIMEOUT_S)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot reach Kafka at {self._bootstrap}: {exc.args[0]}") from exc
+
+    def _topics_without_ids(self, names: list[str]) -> dict[str, TopicInfo]:
+        topics = self._metadata().topics
+        return {n: TopicInfo("", tuple(sorted(topics[n].partitions))) for n in names if n in topics}
 
     def _list_offsets(
         self, tps: Iterable[TopicPartitionKey], spec: OffsetSpec, what: str
@@ -218,6 +268,9 @@ class KafkaOffsetsPort:
 
     async def partitions(self) -> list[TopicPartitionKey]:
         return await asyncio.to_thread(self._offsets.partitions)
+
+    async def topics(self, names: list[str]) -> dict[str, TopicInfo]:
+        return await asyncio.to_thread(self._offsets.topics, names)
 
     async def watermarks(self, tps: list[TopicPartitionKey]) -> dict[TopicPartitionKey, Watermarks]:
         return await asyncio.to_thread(self._offsets.watermarks, tps)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from psycopg import sql
 
@@ -87,6 +87,22 @@ class PostgresOffsetStore:
         except Exception as exc:
             raise OffsetStoreError(f"moving offsets in table {self._table}: {exc}") from exc
 
+    def forget(self, tps: Sequence[TopicPartition]) -> None:
+        """Delete the chains of partitions the stream no longer reads (a deleted topic, one no
+        longer matched): a topic of that name read later starts a new chain."""
+        if not tps:
+            return
+        delete = sql.SQL("DELETE FROM {} WHERE stream = %s AND topic = %s AND partition = %s").format(
+            table_identifier(self._table)
+        )
+        try:
+            with connect(self._dsn) as conn:
+                ensure_table(conn, offsets_ddl(self._table))
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(delete, [(self._stream, t, p) for t, p in sorted(tps)])
+        except Exception as exc:
+            raise OffsetStoreError(f"deleting offsets from table {self._table}: {exc}") from exc
+
     def force(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Set chains unconditionally: a rewind the user asked for."""
         self.move({tp: (None, off) for tp, off in offsets.items()})
@@ -108,3 +124,6 @@ class AsyncOffsetStore:
 
     async def force(self, offsets: Mapping[TopicPartition, int]) -> None:
         await asyncio.to_thread(self.sync.force, offsets)
+
+    async def forget(self, tps: Sequence[TopicPartition]) -> None:
+        await asyncio.to_thread(self.sync.forget, tps)

@@ -81,6 +81,15 @@ class Rewound(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TopicsDropped(Event):
+    """Stored offsets of topics the stream no longer reads (deleted, no longer listed or
+    matched) were dropped: never compared with the group or committed again."""
+
+    topics: tuple[str, ...]
+    partitions: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SpecChangeDeferred(Event):
     """A pending batch keeps the settings it was planned with; the spec edit applies next batch."""
 
@@ -163,6 +172,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Idle,
     CaughtUp,
     Rewound,
+    TopicsDropped,
     SpecChangeDeferred,
     Stopped,
     DataLossSkipped,

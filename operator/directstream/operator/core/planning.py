@@ -30,19 +30,39 @@ class Watermarks:
 
 @dataclass(frozen=True, slots=True)
 class DataLoss:
-    """Offsets a batch could not read: ``[expected, resumed_at)`` no longer exist."""
+    """Offsets a batch could not read: ``[expected, resumed_at)`` no longer exist.
+
+    Found when planning (``recorded`` is None: ``expected`` is the committed offset), or in a
+    plan recorded earlier whose range can no longer be read as recorded (``recorded`` is that
+    range: retention deleted its start, or its topic was deleted or recreated since)."""
 
     topic: str
     partition: int
-    expected: int  # where the batch should have started (the committed offset)
+    expected: int  # where reading should have started (the committed offset, or the range's from)
     resumed_at: int  # where reading can resume (the log start, or earliest after a reset)
-    reason: str  # "deleted" (below log start) or "ahead-of-log" (committed > latest)
+    # "deleted" (below log start), "ahead-of-log" (committed > latest); in a recorded range also
+    # "topic-deleted" and "topic-recreated" (the range's records are gone: resumed_at is its end)
+    reason: str
+    recorded: OffsetRange | None = None
 
     @property
     def lost(self) -> int:
         return max(0, self.resumed_at - self.expected)
 
     def __str__(self) -> str:
+        if self.recorded is not None:
+            where = f"recorded range {self.recorded}"
+            if self.reason == "topic-deleted":
+                return f"{where}: topic {self.topic} was deleted before it was read ({self.lost} offsets)"
+            if self.reason == "topic-recreated":
+                return (
+                    f"{where}: topic {self.topic} was deleted and recreated before it was read "
+                    f"({self.lost} offsets of the old topic)"
+                )
+            return (
+                f"{where}: offsets {self.expected}..{self.resumed_at} ({self.lost} records) were deleted "
+                "before they were read"
+            )
         if self.reason == "ahead-of-log":
             return (
                 f"{self.topic}[{self.partition}]: committed offset {self.expected} is past the end of "
@@ -54,12 +74,38 @@ class DataLoss:
         )
 
 
-class DataLossError(PermanentError):
-    """``onDataLoss: fail`` and some committed offsets no longer exist in the log."""
+@dataclass(frozen=True, slots=True)
+class TopicRecreated:
+    """A topic the stream read was deleted and created again under the same name (a new topic
+    id): its committed offsets belong to the old topic, whose unread records are gone."""
 
-    def __init__(self, losses: tuple[DataLoss, ...]) -> None:
+    topic: str
+    previous_id: str
+    id: str
+    previous: Mapping[int, int]  # the old topic's committed offsets, by partition
+    unread: int  # records the old topic held past them when the stream last planned
+
+    @property
+    def lost(self) -> int:
+        return self.unread
+
+    def __str__(self) -> str:
+        return (
+            f"topic {self.topic} was deleted and recreated (topic id {self.previous_id}, now {self.id}): "
+            f"its committed offsets ({len(self.previous)} partition(s)) belong to the old topic; "
+            f"{self.unread} records of the old topic were never read"
+        )
+
+
+class DataLossError(PermanentError):
+    """``onDataLoss: fail`` and some committed (or recorded) offsets no longer exist in the log,
+    or a topic was recreated under the stream."""
+
+    def __init__(self, losses: tuple[DataLoss, ...], recreated: tuple[TopicRecreated, ...] = ()) -> None:
         self.losses = losses
-        super().__init__("data loss: " + "; ".join(str(loss) for loss in losses))
+        self.recreated = recreated
+        found = [str(x) for x in recreated] + [str(loss) for loss in losses]
+        super().__init__("data loss: " + "; ".join(found))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +119,8 @@ class PlanInputs:
     first_batch: bool = False
     # Hard end per partition (``stopAt: latest`` / ``--until-caught-up``); None = no end.
     stop_offsets: Mapping[TopicPartition, int] | None = None
+    # Topics recreated since their offsets were committed: read from their start (or refused).
+    recreated: tuple[TopicRecreated, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +132,7 @@ class BatchPlan:
     data_loss: tuple[DataLoss, ...] = ()
     new_partitions: tuple[TopicPartition, ...] = ()
     rate_capped: bool = False  # some range stopped short of latest: there is a backlog
+    recreated: tuple[TopicRecreated, ...] = ()  # topics read from the start of their new incarnation
 
     @property
     def record_ranges(self) -> tuple[OffsetRange, ...]:
@@ -170,18 +219,22 @@ def proportional_shares(total: int, weights: Mapping[TopicPartition, int]) -> di
 def plan_batch(spec: StreamSpec, inputs: PlanInputs, batch_id: int) -> BatchPlan:
     """Fix the ``[from, until)`` of every partition for batch ``batch_id``.
 
-    Raises ``DataLossError`` when committed offsets were deleted (or are past the log) and
-    ``onDataLoss`` is ``fail``; the committed offsets are then left exactly as they were.
+    Raises ``DataLossError`` when committed offsets were deleted (or are past the log), or a
+    topic was recreated, and ``onDataLoss`` is ``fail``; the committed offsets are then left
+    exactly as they were. Under ``earliest`` a recreated topic is read from its start.
     """
     # Two passes over the partitions (this runs per batch for up to thousands of them).
     bounds: dict[TopicPartition, tuple[int, int]] = {}  # [start, end) before rate caps
     losses: list[DataLoss] = []
     new: list[TopicPartition] = []
     stop = inputs.stop_offsets
+    recreated = {r.topic for r in inputs.recreated}
     for tp in sorted(inputs.watermarks):
         marks = inputs.watermarks[tp]
         committed = inputs.committed.get(tp)
-        if committed is None:
+        if tp[0] in recreated:
+            start = marks.earliest  # the old topic's offsets say nothing about the new one
+        elif committed is None:
             start = starting_offset(spec, tp, marks, inputs)
             new.append(tp)
         elif marks.earliest <= committed <= marks.latest:
@@ -192,8 +245,8 @@ def plan_batch(spec: StreamSpec, inputs: PlanInputs, batch_id: int) -> BatchPlan
             start = marks.earliest
         end = marks.latest if stop is None else min(marks.latest, max(start, stop.get(tp, start)))
         bounds[tp] = (start, end)
-    if losses and spec.on_data_loss == "fail":
-        raise DataLossError(tuple(losses))
+    if (losses or inputs.recreated) and spec.on_data_loss == "fail":
+        raise DataLossError(tuple(losses), inputs.recreated)
 
     caps = per_partition_caps(spec, inputs, {tp: end - start for tp, (start, end) in bounds.items()})
     capped = False
@@ -205,7 +258,7 @@ def plan_batch(spec: StreamSpec, inputs: PlanInputs, batch_id: int) -> BatchPlan
             until = start + cap
             capped = True
         ranges.append(OffsetRange(tp[0], tp[1], start, until))
-    return BatchPlan(batch_id, tuple(ranges), tuple(losses), tuple(new), capped)
+    return BatchPlan(batch_id, tuple(ranges), tuple(losses), tuple(new), capped, inputs.recreated)
 
 
 def reset_offsets(

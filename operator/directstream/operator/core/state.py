@@ -6,15 +6,16 @@ these pure transitions, so "record the plan, run it, commit it" means the same e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from directstream.executor.contract import OffsetRange
 
 from .pinning import PinnedAttempt
-from .planning import BatchPlan, DataLoss, TopicPartition
+from .planning import BatchPlan, DataLoss, TopicPartition, TopicRecreated
 from .rate import RateState
+from .topic_lifecycle import TopicRecord
 
 LEDGER_LIMIT = 20
 STATE_VERSION = 1
@@ -88,6 +89,7 @@ class StreamState:
     rate: RateState = field(default_factory=RateState)
     records_total: int = 0
     applied_reset: str | None = None  # id of the last spec.reset applied
+    topics: Mapping[str, TopicRecord] = field(default_factory=dict)  # one per topic read, by name
 
     @property
     def is_new(self) -> bool:
@@ -157,6 +159,20 @@ class StreamState:
             applied_reset=reset_id,
         )
 
+    def with_topics(
+        self, records: Mapping[str, TopicRecord], forget: Iterable[TopicPartition] = ()
+    ) -> StreamState:
+        """The topics the stream reads now, and without the stored offsets that no longer apply
+        (topics no longer read, the old incarnation of a recreated topic)."""
+        gone = set(forget)
+        committed = {tp: off for tp, off in self.committed.items() if tp not in gone}
+        return replace(self, committed=committed, topics=dict(records))
+
+    def with_recorded_plan(self, plan: BatchPlan) -> StreamState:
+        """The recorded batch with what is now known about it (lost ranges); same attempt."""
+        assert self.pending is not None
+        return replace(self, pending=replace(self.pending, plan=plan))
+
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "version": STATE_VERSION,
@@ -169,6 +185,8 @@ class StreamState:
         }
         if self.applied_reset is not None:
             doc["appliedReset"] = self.applied_reset
+        if self.topics:
+            doc["topics"] = {name: record.to_json() for name, record in sorted(self.topics.items())}
         return doc
 
     @classmethod
@@ -184,6 +202,7 @@ class StreamState:
             rate=RateState.from_json(doc.get("rate")),
             records_total=int(doc.get("recordsTotal", 0)),
             applied_reset=doc.get("appliedReset"),
+            topics={str(k): TopicRecord.from_json(v) for k, v in (doc.get("topics") or {}).items()},
         )
 
 
@@ -218,15 +237,17 @@ def pending_to_json(
         "rateCapped": plan.rate_capped,
     }
     if plan.data_loss:
-        doc["dataLoss"] = [
+        doc["dataLoss"] = [_loss_to_json(x) for x in plan.data_loss]
+    if plan.recreated:
+        doc["recreated"] = [
             {
                 "topic": x.topic,
-                "partition": x.partition,
-                "expected": x.expected,
-                "resumedAt": x.resumed_at,
-                "reason": x.reason,
+                "previousId": x.previous_id,
+                "id": x.id,
+                "unread": x.unread,
+                "offsets": {str(p): off for p, off in x.previous.items()},
             }
-            for x in plan.data_loss
+            for x in plan.recreated
         ]
     if plan.new_partitions:
         doc["newPartitions"] = offsets_to_json({tp: starts[tp] for tp in plan.new_partitions})
@@ -257,18 +278,19 @@ def pending_from_json(
     plan = BatchPlan(
         batch_id=int(doc["batch"]),
         ranges=tuple(ranges),
-        data_loss=tuple(
-            DataLoss(
-                str(x["topic"]),
-                int(x["partition"]),
-                int(x["expected"]),
-                int(x["resumedAt"]),
-                str(x["reason"]),
-            )
-            for x in doc.get("dataLoss", [])
-        ),
+        data_loss=tuple(_loss_from_json(x) for x in doc.get("dataLoss", [])),
         new_partitions=tuple(sorted(offsets_from_json(doc.get("newPartitions", {})))),
         rate_capped=bool(doc.get("rateCapped", False)),
+        recreated=tuple(
+            TopicRecreated(
+                str(x["topic"]),
+                str(x["previousId"]),
+                str(x["id"]),
+                {int(p): int(off) for p, off in x.get("offsets", {}).items()},
+                int(x.get("unread", 0)),
+            )
+            for x in doc.get("recreated", [])
+        ),
     )
     pinned = PinnedAttempt.from_json(doc["pinned"]) if doc.get("pinned") else None
     return PendingBatch(
@@ -279,4 +301,30 @@ def pending_from_json(
         pinned=pinned,
         budget_from=int(doc.get("budgetFrom", 1)),
         exhausted=doc.get("exhausted"),
+    )
+
+
+def _loss_to_json(loss: DataLoss) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "topic": loss.topic,
+        "partition": loss.partition,
+        "expected": loss.expected,
+        "resumedAt": loss.resumed_at,
+        "reason": loss.reason,
+    }
+    if loss.recorded is not None:
+        doc["recorded"] = [loss.recorded.from_offset, loss.recorded.until_offset]
+    return doc
+
+
+def _loss_from_json(doc: Mapping[str, Any]) -> DataLoss:
+    topic, partition = str(doc["topic"]), int(doc["partition"])
+    recorded = doc.get("recorded")
+    return DataLoss(
+        topic,
+        partition,
+        int(doc["expected"]),
+        int(doc["resumedAt"]),
+        str(doc["reason"]),
+        OffsetRange(topic, partition, int(recorded[0]), int(recorded[1])) if recorded else None,
     )

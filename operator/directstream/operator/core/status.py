@@ -50,6 +50,7 @@ STATE_KEYS = (
     "rate",
     "recordsTotal",
     "appliedReset",
+    "topics",
 )
 _REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")  # metav1.Condition's reason
 

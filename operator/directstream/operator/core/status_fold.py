@@ -110,6 +110,8 @@ def outcome_of(event: ev.Event) -> EventOutcome | None:
             return _healthy("CaughtUp", progressing="False", phase="Completed", emit=True)
         case ev.Rewound():
             return _progressing("Rewound", emit=True)
+        case ev.TopicsDropped():
+            return EventOutcome("TopicsDropped", (), None, True)  # an Event; conditions unchanged
         case ev.SpecChangeDeferred():
             return _progressing("SpecChangeDeferred", phase=None, emit=True)
         case ev.Stopped():

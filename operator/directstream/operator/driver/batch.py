@@ -28,9 +28,21 @@ from ..core.rate import next_rate
 from ..core.spec import ResetSpec, StreamSpec
 from ..core.state import LedgerEntry, StreamState
 from ..core.status import lag_of
+from ..core.topic_lifecycle import chain_moves, compare_topics, skip_lost, topic_records
 from .outcomes import BatchFailed, Step, describe_failures
 from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
+from .topics import (
+    TopicsNow,
+    announce_recreated,
+    as_planned,
+    caught_up,
+    check_recorded_plan,
+    drop_unread,
+    dropped_event,
+    still_read,
+    topics_now,
+)
 
 
 async def _no_sleep(seconds: float) -> None:
@@ -63,6 +75,7 @@ class Driver:
         self._settings = settings
         self._external = external
         self._group_behind = False
+        self._ids_at_ends: dict[str, str] = {}
         self._deferred: tuple[int, str] | None = None  # the deferred spec change already reported
         self.latest: dict[TopicPartition, int] = {}
 
@@ -72,8 +85,11 @@ class Driver:
         """The stored state; for a stream never run, offsets the Kafka group already has.
         If the group drifted from the stored offsets, say so and put the group right."""
         state = await self._store.load()
+        now = await topics_now(self._offsets)
+        if state.pending is None:  # a recorded plan resolves its own ranges first
+            state = await drop_unread(state, now, self._store, self._external, self._observe)
         if self._external is not None:
-            state = await self._adopt_external(state)
+            state = await self._adopt_external(state, now)
         group = await self._offsets.committed(self.spec.group_id)  # the stream's partitions only
         if state.is_new:
             if group:
@@ -82,7 +98,8 @@ class Driver:
                 )
                 state = replace(state, committed=group)
             return state
-        drift = {tp: (off, group.get(tp)) for tp, off in state.committed.items() if group.get(tp) != off}
+        stored = still_read(state, now, state.committed)  # a recreated topic's offsets are not compared
+        drift = {tp: (off, group.get(tp)) for tp, off in stored.items() if group.get(tp) != off}
         if drift:
             sample = ", ".join(
                 f"{t}[{p}] stored {s} group {g}" for (t, p), (s, g) in sorted(drift.items())[:5]
@@ -93,22 +110,25 @@ class Driver:
                     f"({sample}); re-committing the stored offsets"
                 )
             )
-            await self._offsets.commit(self.spec.group_id, state.committed)
+            await self._offsets.commit(self.spec.group_id, stored)
         return state
 
     async def watermarks_now(self) -> dict[TopicPartition, Watermarks]:
-        """Earliest and latest offsets of every partition the stream reads now."""
-        return await self._offsets.watermarks(await self._offsets.partitions())
+        """Earliest and latest offsets of every partition the stream reads now (the ends of a run
+        until caught up; their topics' ids too, so that old offsets of a topic recreated since
+        are not taken for having reached them)."""
+        now = await topics_now(self._offsets)
+        self._ids_at_ends = {topic: info.id for topic, info in now.topics.items()}
+        return await self._offsets.watermarks(now.partitions)
 
-    async def _adopt_external(self, state: StreamState) -> StreamState:
+    async def _adopt_external(self, state: StreamState, now: TopicsNow) -> StreamState:
         """With offsets in the user's database, the database says where the stream stands;
-        a state that disagrees (outside a recorded batch, which replays) is put right."""
+        a state that disagrees (outside a recorded batch, which replays) is put right. Rows of
+        partitions not read now, and of a recreated topic (the old one's), do not count."""
         assert self._external is not None
-        stored = {
-            tp: off for tp, off in (await self._external.read()).items() if self.spec.matches_topic(tp[0])
-        }
         if state.pending is not None:
             return state
+        stored = still_read(state, now, await self._external.read())
         differs = {
             tp: (state.committed.get(tp), off) for tp, off in stored.items() if state.committed.get(tp) != off
         }
@@ -131,12 +151,9 @@ class Driver:
         """Start the database chain of new partitions at their first offset and move it over a
         data-loss skip, so the sink's compare-and-set finds each range's ``from``."""
         if self._external is not None:
-            await self._external.move(
-                {
-                    (r.topic, r.partition): (committed.get((r.topic, r.partition)), r.from_offset)
-                    for r in plan.ranges
-                }
-            )
+            lacking, moves = chain_moves(plan, committed)  # a recreated topic's chains move too
+            await self._external.forget(lacking)
+            await self._external.move(moves)
 
     async def _check_chains(self, plan: BatchPlan) -> None:
         """After a batch, the database must stand at every range's end."""
@@ -162,7 +179,16 @@ class Driver:
     async def plan_next(
         self, state: StreamState, stop_offsets: Mapping[TopicPartition, int] | None
     ) -> BatchPlan:
-        tps = await self._offsets.partitions()
+        """The next batch (read-only: offsets of topics no longer read are left out, not dropped)."""
+        now = await topics_now(self._offsets)
+        changes = compare_topics(state.committed, state.topics, now.partitions, now.topics)
+        plan, _ = await self._plan(state.with_topics(state.topics, changes.dropped), now, stop_offsets)
+        return plan
+
+    async def _plan(
+        self, state: StreamState, now: TopicsNow, stop_offsets: Mapping[TopicPartition, int] | None
+    ) -> tuple[BatchPlan, dict[TopicPartition, Watermarks]]:
+        tps = now.partitions
         marks = await self._offsets.watermarks(tps)
         self.latest = {tp: m.latest for tp, m in marks.items()}
         first = state.next_batch_id == 1 and not state.committed
@@ -178,8 +204,9 @@ class Driver:
             backpressure_rate=state.rate.rate,
             first_batch=first,
             stop_offsets=stop_offsets,
+            recreated=compare_topics(state.committed, state.topics, tps, now.topics).recreated,
         )
-        return plan_batch(self.spec, inputs, state.next_batch_id)
+        return plan_batch(self.spec, inputs, state.next_batch_id), marks
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -204,11 +231,12 @@ class Driver:
             )
             state = await self._pinned(state)
             await self._start_chains(plan, state.committed)  # again: the crash may have come first
-            if not self.latest:
-                marks = await self._offsets.watermarks([(r.topic, r.partition) for r in plan.ranges])
-                self.latest = {tp: m.latest for tp, m in marks.items()}
+            state = await self._check_recorded(state)
+            plan = state.pending.plan if state.pending is not None else plan
         else:
-            plan = await self.plan_next(state, stop_offsets)
+            now = await topics_now(self._offsets)
+            state = await drop_unread(state, now, self._store, self._external, self._observe)
+            plan, marks = await self._plan(state, now, stop_offsets)
             if not plan.changes_positions(state.committed):
                 self._observe(
                     ev.Idle(message="no new records", lag=sum(lag_of(state.committed, self.latest).values()))
@@ -223,6 +251,8 @@ class Driver:
                         lost=loss.lost,
                     )
                 )
+            announce_recreated(plan, self._observe)
+            state = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
             state = state.with_plan(plan, self._now(), pin(self.spec, plan))
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             await self._start_chains(plan, state.committed)
@@ -238,6 +268,12 @@ class Driver:
         started = self._now()
         state, results = await self._run_attempts(state)
         return await self._commit(state, results, started), plan
+
+    async def _check_recorded(self, state: StreamState) -> StreamState:
+        """The recorded plan against the topics now (retention, deleted or recreated topics)."""
+        state, marks = await check_recorded_plan(state, self.spec, self._offsets, self._store, self._observe)
+        self.latest = {**self.latest, **{tp: m.latest for tp, m in marks.items()}}
+        return state
 
     async def _pinned(self, state: StreamState) -> StreamState:
         """A recorded batch runs with the settings it was planned with; say so when the spec has
@@ -273,7 +309,7 @@ class Driver:
                 state = state.with_budget_renewed()  # the spec changed: maxAttempts more attempts
                 await self._store.save(state)
                 continue
-            units = work_units(self.spec.name, plan, pinned, attempt, self._executor_kafka)
+            units = skip_lost(work_units(self.spec.name, plan, pinned, attempt, self._executor_kafka), plan)
             if not units:
                 return state, []
             self._observe(
@@ -310,6 +346,7 @@ class Driver:
                 )
             )
             await self._sleep(wait)
+            state = await self._check_recorded(state)  # e.g. retention deleted a range's start
 
     def _gave_up_message(self, state: StreamState) -> str:
         assert state.pending is not None
@@ -328,6 +365,10 @@ class Driver:
         records = sum(r.records for r in results)
         notes = [
             f"skipped {loss.lost} lost records on {loss.topic}[{loss.partition}]" for loss in plan.data_loss
+        ] + [
+            f"topic {x.topic} recreated: read the new topic from its start; {x.unread} records of the "
+            "old topic were never read"
+            for x in plan.recreated
         ]
         entry = LedgerEntry(
             batch_id=plan.batch_id,
@@ -397,7 +438,8 @@ class Driver:
         """Move the committed offsets to the reset's target, once per reset id, at a batch
         boundary. A recorded batch that never committed is abandoned (the way out of a
         poison record), and says so in the ledger."""
-        tps = await self._offsets.partitions()
+        now = await topics_now(self._offsets)
+        tps = now.partitions
         marks = await self._offsets.watermarks(tps)
         by_time: dict[TopicPartition, int] = {}
         if reset.to == "timestamp" and reset.timestamp_ms is not None:
@@ -407,14 +449,22 @@ class Driver:
         if state.pending is not None:
             note += f"; abandoned recorded batch {state.pending.plan.batch_id}"
         moved = sum(1 for tp, off in target.items() if off != state.committed.get(tp))
+        # The rewind speaks of the topics as they are now: offsets of topics no longer read and
+        # of a recreated topic's old incarnation (where the reset does not place them) go.
+        changes = compare_topics(state.committed, state.topics, tps, now.topics)
+        stale = sorted(changes.forget() - set(target))
         if self._external is not None:
+            await self._external.forget(stale)
             await self._external.force(target)
         state = state.with_reset(target, reset.id, note, self._now())
+        state = state.with_topics(topic_records(marks, now.topics), stale)
         await self._store.save(state)
         await self._commit_group(target, state.next_batch_id - 1)
         self._observe(
             ev.Rewound(message=f"{note} ({len(target)} partition(s))", partitions=len(target), moved=moved)
         )
+        if changes.dropped:
+            self._observe(dropped_event(changes))
         return state
 
     # -- one turn of the loop ----------------------------------------------------------------
@@ -427,7 +477,7 @@ class Driver:
             if reset is not None and reset.id != state.applied_reset:
                 state = await self.apply_reset(state, reset)
                 return Step(state, "reset", message=f"applied reset {reset.id}")
-            if targets is not None and state.pending is None and caught_up(state, targets):
+            if targets is not None and state.pending is None and caught_up(state, targets, self._ids_at_ends):
                 message = (
                     f"caught up: committed offsets reached the {len(targets)} partition end(s) seen at start"
                 )
@@ -437,7 +487,8 @@ class Driver:
         except DataLossError as exc:
             message = f"{exc}; committed offsets unchanged (onDataLoss: fail)"
             self._observe(ev.DataLossRefused(message=message))
-            return Step(state, "data-loss", message=message)
+            # The stored state: a refused recorded plan stays recorded, dropped topics stay dropped.
+            return Step(await self._store.load(), "data-loss", message=message)
         except BatchFailed as exc:
             return Step(exc.state, "batch-failed", message=str(exc))
         except KafkaUnavailable as exc:
@@ -461,7 +512,3 @@ class Driver:
         if plan is None:
             return Step(state, "idle")
         return Step(state, "batch", plan=plan, backlog=plan.rate_capped)
-
-
-def caught_up(state: StreamState, targets: Mapping[TopicPartition, int]) -> bool:
-    return all(state.committed.get(tp, -1) >= end for tp, end in targets.items())

@@ -3,7 +3,7 @@ the driver knows neither files nor Kubernetes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from directstream.executor.contract import ExecutorResult
@@ -13,6 +13,7 @@ from ..core.pinning import AttemptRun
 from ..core.planning import TopicPartition, Watermarks
 from ..core.spec import StreamSpec
 from ..core.state import StreamState
+from ..core.topic_lifecycle import TopicInfo
 
 if TYPE_CHECKING:
     from .batch import Driver
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 class OffsetsPort(Protocol):
     async def partitions(self) -> list[TopicPartition]: ...
+    async def topics(self, names: list[str]) -> dict[str, TopicInfo]:
+        """Each named topic's id and partitions; a topic that does not exist is left out."""
+
     async def watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, Watermarks]: ...
     async def offsets_for_timestamp(
         self, tps: list[TopicPartition], timestamp_ms: int
@@ -40,6 +44,9 @@ class ExternalOffsetsPort(Protocol):
 
     async def force(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Set chains unconditionally (a rewind)."""
+
+    async def forget(self, tps: Sequence[TopicPartition]) -> None:
+        """Delete the chains of partitions the stream no longer reads."""
 
 
 class StatePort(Protocol):
