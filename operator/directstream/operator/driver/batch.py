@@ -28,7 +28,8 @@ from ..core.rate import next_rate
 from ..core.spec import ResetSpec, StreamSpec
 from ..core.state import LedgerEntry, StreamState
 from ..core.status import lag_of
-from ..core.topic_lifecycle import chain_moves, compare_topics, skip_lost, topic_records
+from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
+from .chains import OffsetsTable
 from .outcomes import BatchFailed, Step, describe_failures
 from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
@@ -74,6 +75,7 @@ class Driver:
         self._sleep = sleep
         self._settings = settings
         self._external = external
+        self._table = OffsetsTable(external, state, observe) if external is not None else None
         self._group_behind = False
         self._ids_at_ends: dict[str, str] = {}
         self._deferred: tuple[int, str] | None = None  # the deferred spec change already reported
@@ -88,8 +90,8 @@ class Driver:
         now = await topics_now(self._offsets)
         if state.pending is None:  # a recorded plan resolves its own ranges first
             state = await drop_unread(state, now, self._store, self._external, self._observe)
-        if self._external is not None:
-            state = await self._adopt_external(state, now)
+        if self._table is not None:
+            state = await self._table.adopt(state, now)
         group = await self._offsets.committed(self.spec.group_id)  # the stream's partitions only
         if state.is_new:
             if group:
@@ -120,59 +122,6 @@ class Driver:
         now = await topics_now(self._offsets)
         self._ids_at_ends = {topic: info.id for topic, info in now.topics.items()}
         return await self._offsets.watermarks(now.partitions)
-
-    async def _adopt_external(self, state: StreamState, now: TopicsNow) -> StreamState:
-        """With offsets in the user's database, the database says where the stream stands;
-        a state that disagrees (outside a recorded batch, which replays) is put right. Rows of
-        partitions not read now, and of a recreated topic (the old one's), do not count."""
-        assert self._external is not None
-        if state.pending is not None:
-            return state
-        stored = still_read(state, now, await self._external.read())
-        differs = {
-            tp: (state.committed.get(tp), off) for tp, off in stored.items() if state.committed.get(tp) != off
-        }
-        if not differs:
-            return state
-        if not state.is_new:
-            sample = ", ".join(
-                f"{t}[{p}] state {a} table {b}" for (t, p), (a, b) in sorted(differs.items())[:5]
-            )
-            self._observe(
-                ev.Drift(
-                    message=f"the offsets table differs from the stream state ({sample}); the table wins"
-                )
-            )
-        state = replace(state, committed={**state.committed, **stored})
-        await self._store.save(state)
-        return state
-
-    async def _start_chains(self, plan: BatchPlan, committed: Mapping[TopicPartition, int]) -> None:
-        """Start the database chain of new partitions at their first offset and move it over a
-        data-loss skip, so the sink's compare-and-set finds each range's ``from``."""
-        if self._external is not None:
-            lacking, moves = chain_moves(plan, committed)  # a recreated topic's chains move too
-            await self._external.forget(lacking)
-            await self._external.move(moves)
-
-    async def _check_chains(self, plan: BatchPlan) -> None:
-        """After a batch, the database must stand at every range's end."""
-        if self._external is None:
-            return
-        stored = await self._external.read()
-        behind = [
-            f"{r.topic}[{r.partition}] table {stored.get((r.topic, r.partition))} plan {r.until_offset}"
-            for r in plan.record_ranges
-            if stored.get((r.topic, r.partition)) != r.until_offset
-        ]
-        if behind:
-            self._observe(
-                ev.Drift(
-                    message=f"batch {plan.batch_id}: the offsets table does not match the batch's ends: "
-                    + ", ".join(behind[:5]),
-                    batch_id=plan.batch_id,
-                )
-            )
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -230,7 +179,8 @@ class Driver:
                 )
             )
             state = await self._pinned(state)
-            await self._start_chains(plan, state.committed)  # again: the crash may have come first
+            if self._table is not None:  # again: the crash may have come first
+                await self._table.start(plan, state.committed)
             state = await self._check_recorded(state)
             plan = state.pending.plan if state.pending is not None else plan
         else:
@@ -255,7 +205,8 @@ class Driver:
             state = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
             state = state.with_plan(plan, self._now(), pin(self.spec, plan))
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
-            await self._start_chains(plan, state.committed)
+            if self._table is not None:
+                await self._table.start(plan, state.committed)
             self._observe(
                 ev.Planned(
                     message=f"batch {plan.batch_id}: {len(plan.record_ranges)} ranges, "
@@ -394,7 +345,8 @@ class Driver:
                     min_rate=self.spec.rate.backpressure.min_per_partition,
                 ),
             )
-        await self._check_chains(plan)
+        if self._table is not None:
+            await self._table.check(plan)
         await self._store.save(state)  # the stored offsets are the source of truth
         group_offsets = state.committed if self._group_behind else plan.next_offsets()
         lag = sum(lag_of(state.committed, self.latest).values())
