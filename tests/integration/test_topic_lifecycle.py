@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
+from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import (
@@ -303,14 +304,22 @@ def test_offsets_in_postgres_follow_deleted_and_recreated_topics(
 
 @pytest.mark.k8s
 def test_the_operator_drops_a_deleted_topic_and_reads_a_recreated_one_from_its_start(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    host_volumes: HostVolumes,
+    topic_name: str,
+    tmp_path: Path,
 ):
     kept, gone = f"{topic_name}-kept", f"{topic_name}-gone"
     kafka.create_topic(kept, partitions=2)
     kafka.create_topic(gone, partitions=1)
     kafka.produce(kept, 200, partitions=2, value=lambda i: f"old-{i}".encode())
     kafka.produce(gone, 50)
-    out = tmp_path / "out"
+    # The files go to a PersistentVolumeClaim (a jsonl directory on no volume is InvalidSpec on a cluster).
+    host_volumes.provide(namespace, "out", tmp_path / "volume")
+    out = tmp_path / "volume" / "out"
     manifest = stream_manifest(
         "lifecycle",
         namespace,
@@ -319,7 +328,11 @@ def test_the_operator_drops_a_deleted_topic_and_reads_a_recreated_one_from_its_s
             "topicPattern": f"^{topic_name}-.*$",
             "batchInterval": "1s",
             "onDataLoss": "earliest",
-            "processor": {"sink": "jsonl", "options": {"directory": str(out)}},
+            "executors": {
+                "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
+                "volumeMounts": [{"name": "out", "mountPath": "/data"}],
+            },
+            "processor": {"sink": "jsonl", "options": {"directory": "/data/out"}},
         },
     )
     kube.kubectl("apply", "-f", "-", input=manifest)
@@ -334,7 +347,7 @@ def test_the_operator_drops_a_deleted_topic_and_reads_a_recreated_one_from_its_s
     status = stream["status"]
     assert set(status["topics"]) == {kept} and status["topics"][kept]["id"] != old_id
     assert condition(stream, "Ready")["status"] == "True"
-    assert any("recreated" in entry.get("note", "") for entry in status["history"])
+    assert any("recreated" in entry.get("note", "") for entry in status["history"]), status["history"]
     events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "TopicsDropped" in events and f"no longer reads topic {gone}" in events
     assert "DataLoss" in events and f"topic {kept} was deleted and recreated" in events
@@ -344,5 +357,7 @@ def test_the_operator_drops_a_deleted_topic_and_reads_a_recreated_one_from_its_s
         for doc in map(json.loads, path.read_text().splitlines())
         if doc["value"].startswith("new-")
     )
-    assert new == Counter((kept, p, o) for p in (0, 1) for o in range(150)), "every new record once"
+    assert new == Counter((kept, p, o) for p in (0, 1) for o in range(150)), sorted(
+        str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
+    )
     assert group_offsets(kafka.bootstrap, "lifecycle", kept) == latest
