@@ -3,8 +3,11 @@ server, with a real Kafka broker; only the holder of the Lease drives and commit
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
-from tests.harness.local_mode import group_offsets, latest_offsets
+from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     FAST_ELECTION,
     OperatorProcess,
@@ -217,3 +220,148 @@ def test_a_frozen_leader_is_deposed_and_commits_nothing_when_it_wakes(
     assert [h["batch"] for h in stream["status"]["history"]] == list(
         range(1, len(stream["status"]["history"]) + 1)
     )
+
+
+def healthz(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+        assert answer.status == 200
+        body: dict[str, object] = json.loads(answer.read())["leadership"]
+        return body
+
+
+def test_healthz_and_the_metric_say_which_operator_leads(
+    kube: Kube, crd: str, namespace: str, tmp_path: Path
+):
+    ports = [free_port() for _ in range(4)]
+    operators = [
+        OperatorProcess(
+            kube,
+            [namespace],
+            tmp_path / f"operator-{tag}.log",
+            ["--liveness-host=127.0.0.1", f"--liveness-port={ports[i]}"],
+        )
+        for i, tag in enumerate("ab")
+    ]
+    for i, process in enumerate(operators):
+        process.metrics_port = ports[2 + i]
+    leader, standby = operators
+    leader.start()
+    try:
+        wait_until("the first to lead", lambda: lease_holder(kube, namespace) == leader.identity)
+        standby.start()
+        wait_until("the second to answer /healthz", lambda: _answers(ports[1]), 60)
+        assert healthz(ports[0])["role"] == "leader"
+        said = healthz(ports[1])
+        assert said["role"] == "standby" and said["holder"] == leader.identity, said
+        assert said["lease"] == f"{namespace}/directstream-operator"
+        assert metric(ports[2], "directstream_operator_leader") == 1.0
+        assert metric(ports[3], "directstream_operator_leader") == 0.0
+        leader.stop()  # a clean stop hands the Lease back: the standby leads within a retry period or two
+        started = time.monotonic()
+        wait_until("the standby to lead", lambda: lease_holder(kube, namespace) == standby.identity, 30)
+        print(f"after a clean stop the standby led within {time.monotonic() - started:.1f}s")
+        wait_until("/healthz to say leader", lambda: healthz(ports[1])["role"] == "leader", 30)
+        assert metric(ports[3], "directstream_operator_leader") == 1.0
+    finally:
+        leader.stop()
+        standby.stop()
+
+
+def _answers(port: int) -> bool:
+    try:
+        healthz(port)
+    except OSError:
+        return False
+    return True
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} is not exported on port {port}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_two_installs_with_different_leases_fence_each_other_and_commit_every_batch_once(
+    kube: Kube, kafka: KafkaBroker, crd: str, namespace: str, topic_name: str, tmp_path: Path
+):
+    """Both operators lead (each its own Lease): only the resourceVersion preconditions stand
+    between them. The loser of each race is fenced and starts again from the stored state, so
+    every batch is committed once: consecutive batch ids, recordsTotal equal to the records, the
+    status equal to the Kafka group. (An attempt may still run twice here: the one that commits
+    deletes its Job before its commit, and the other then retries; the jsonl sink replaces its
+    range files, so the output is checked for completeness, not for single processing.)"""
+    operators = [
+        OperatorProcess(
+            kube, [namespace], tmp_path / f"install-{tag}.log", [f"--leader-elect-resource-name={tag}"]
+        )
+        for tag in ("one", "two")
+    ]
+    for process in operators:
+        process.start()
+    try:
+        for process in operators:
+            wait_until(f"{process.identity} to lead", lambda p=process: " leads: " in p.log(), 60)
+        kafka.create_topic(topic_name, partitions=2)
+        kafka.produce(topic_name, 400, partitions=2)
+        out = tmp_path / "out"
+        spec = {
+            "topics": [topic_name],
+            "batchInterval": "1s",
+            "rate": {"maxPerPartition": 100},
+            "processor": {"sink": "jsonl", "options": {"directory": str(out)}},
+        }
+        kube.kubectl("apply", "-f", "-", input=stream_manifest("twice", namespace, kafka.bootstrap, spec))
+        for _ in range(4):
+            kafka.produce(topic_name, 50, partitions=2)
+            time.sleep(1.0)
+        latest = latest_offsets(kafka.bootstrap, topic_name)
+        stream = wait_committed(kube, namespace, "twice", latest, timeout=240)
+        assert {(p, o) for _, p, o in jsonl_offsets(out)} == every_offset(latest)
+        assert group_offsets(kafka.bootstrap, "twice", topic_name) == latest
+        status = stream["status"]
+        assert status["recordsTotal"] == sum(latest.values()), "no batch was committed twice"
+        batches = [h["batch"] for h in status["history"]]
+        assert batches == list(range(1, len(batches) + 1))
+        logs = "".join(p.log() for p in operators)
+        assert "was changed by another writer" in logs, "the two raced and one was fenced"
+        events = kube.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Fenced").stdout
+        assert "another operator drives this stream" in events
+    finally:
+        kube.kubectl("delete", "directstreams", "--all", "-n", namespace, "--timeout=60s", check=False)
+        for process in operators:
+            process.stop()
+
+
+def test_with_a_standby_a_deleted_stream_goes_and_its_group_with_it(
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator_pair: tuple[OperatorProcess, OperatorProcess],
+    topic_name: str,
+):
+    """spec.deleteConsumerGroup: the leader deletes the group; the standby's handler holds the
+    finalizer meanwhile and lets go once the stream is gone (no hang, no early release)."""
+    kafka.create_topic(topic_name, partitions=1)
+    kafka.produce(topic_name, 50)
+    spec = {
+        "topics": [topic_name],
+        "batchInterval": "500ms",
+        "deleteConsumerGroup": True,
+        "processor": {"sink": "count"},
+    }
+    kube.kubectl("apply", "-f", "-", input=stream_manifest("gone", namespace, kafka.bootstrap, spec))
+    wait_committed(kube, namespace, "gone", {(topic_name, 0): 50})
+    kube.kubectl("delete", "directstream", "gone", "-n", namespace, "--timeout=60s")
+    assert group_offsets(kafka.bootstrap, "gone", topic_name) == {}
+    leader, standby = operator_pair
+    assert "deleted consumer group gone" in leader.log()
+    assert "deleted consumer group gone" not in standby.log()

@@ -136,7 +136,8 @@ async def drive_stream(
     )
     metrics: OperatorMetrics | None = getattr(memo, "metrics", None)  # None with --metrics-port 0
     if metrics is not None:
-        ctx.metrics = metrics.for_stream(namespace, name)
+        ctx.start_metrics = lambda: metrics.for_stream(namespace, name)
+        ctx.stop_metrics = lambda: metrics.forget(namespace, name)
     try:
         await drive_while_leading(memo.kube, ctx, leadership)
     finally:

@@ -57,8 +57,11 @@ class StreamContext:
     wake: asyncio.Event
     post_event: EventPoster
     stopped: Callable[[], bool]
-    metrics: MetricsHook = no_metrics  # the operator injects metrics.StreamMetrics
+    metrics: MetricsHook = no_metrics  # set from start_metrics while this operator leads
     leading: Callable[[], bool] = lambda: True  # False once this operator lost the leader Lease
+    # The stream's series exist only on the leader: made when it starts driving, dropped when it stops.
+    start_metrics: Callable[[], MetricsHook] = lambda: no_metrics
+    stop_metrics: Callable[[], None] = lambda: None
 
 
 async def run_cluster_stream(

@@ -24,7 +24,7 @@ from ..core import events as ev
 from ..core.errors import Fenced
 from ..driver import DEFAULT_SETTINGS, DriverSettings
 from ..driver.settings import backoff
-from .cluster import STOP_CHECK_S, StreamContext, run_cluster_stream
+from .cluster import STOP_CHECK_S, StreamContext, no_metrics, run_cluster_stream
 from .waits import wait_for_any
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ async def drive_while_leading(
             await wait_for_any(STOP_CHECK_S, leadership.became_leader)
             continue
         standby_said = False
+        ctx.metrics = ctx.start_metrics()
         try:
             stopped = await _drive_until_deposed(kube, ctx, leadership, settings, announce)
         except Fenced as exc:
@@ -79,6 +80,8 @@ async def drive_while_leading(
         announce = None
         if stopped:
             return
+        ctx.stop_metrics()  # the next leader exports them
+        ctx.metrics = no_metrics
         log.warning(
             "%s: this operator lost the leader Lease: it stopped driving the stream at once; a recorded "
             "batch stays in status.pending and the next leader resumes it, adopting its Job",

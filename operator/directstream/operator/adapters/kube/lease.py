@@ -81,16 +81,19 @@ class LeaseApi:
             raise describe_refusal(exc, f"reading {self.where}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise unanswered(exc, f"reading {self.where}") from exc
-        doc = json.loads(lease.data)
-        spec = doc.get("spec") or {}
-        record = LeaseRecord(
-            holder=str(spec.get("holderIdentity") or ""),
-            duration_s=int(spec.get("leaseDurationSeconds") or 0),
-            acquired_at=_parse_time(spec.get("acquireTime")),
-            renewed_at=_parse_time(spec.get("renewTime")),
-            transitions=int(spec.get("leaseTransitions") or 0),
-        )
-        return LeaseState(record, str(doc["metadata"]["resourceVersion"]))
+        try:
+            doc = json.loads(lease.data)
+            spec = doc.get("spec") or {}
+            record = LeaseRecord(
+                holder=str(spec.get("holderIdentity") or ""),
+                duration_s=int(spec.get("leaseDurationSeconds") or 0),
+                acquired_at=_parse_time(spec.get("acquireTime")),
+                renewed_at=_parse_time(spec.get("renewTime")),
+                transitions=int(spec.get("leaseTransitions") or 0),
+            )
+            return LeaseState(record, str(doc["metadata"]["resourceVersion"]))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise KubeError(f"{self.where} is malformed ({exc!r}): delete it to start afresh") from exc
 
     def write(self, record: LeaseRecord, resource_version: str | None) -> str:
         """Create the Lease (``resource_version`` None) or replace it if still at that version;
