@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             memo.metrics = metrics  # controller.drive_stream hands each stream its recorder
     liveness = f"http://{args.liveness_host}:{args.liveness_port}/healthz" if args.liveness_port else None
     kopf.run(
+        # No kopf peering: the leader Lease (controller.configure) decides which operator drives.
         standalone=True,
         clusterwide=args.all_namespaces,
         namespaces=namespaces,

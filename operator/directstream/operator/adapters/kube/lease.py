@@ -1,9 +1,9 @@
 """Leader election: the operator campaigns for one ``coordination.k8s.io/v1`` Lease in the background.
 
 ``LeaseApi`` makes the blocking calls (each write carries the resourceVersion it read, so of two
-candidates only one wins); ``LeaseElector`` runs the pure ``core.leadership.Election`` every
-retry period in a worker thread's shadow and answers ``leading`` at any moment from its own clock,
-so a leader that cannot renew stops leading at the renew deadline even while a call hangs.
+candidates only one wins). ``LeaseElector`` runs the pure ``core.leadership.Election`` every
+retry period, each call in a worker thread, and answers ``leading`` at any moment from its own
+clock, so a leader that cannot renew stops leading at the renew deadline even while a call hangs.
 """
 
 from __future__ import annotations

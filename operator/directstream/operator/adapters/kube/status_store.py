@@ -11,6 +11,7 @@ what this store last saw; otherwise the store is ``Fenced`` and writes nothing m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from ...core.status import (
 from ...core.status_fold import KubeEvent, StatusView, fold
 from .api import AsyncKubeApi, KubeError
 
+log = logging.getLogger(__name__)
 # Unrelated changes that land between a re-read and the retried write: give up after this many.
 CONFLICT_RETRIES = 5
 
@@ -164,11 +166,13 @@ class StatusStore:
         if theirs == self._unconfirmed:
             self._unconfirmed = None  # an earlier write of ours landed although its answer was lost
             return
-        if theirs != before:
-            raise Fenced(
-                f"the status of {self.where} was changed by another writer since this operator read "
-                f"it ({describe_state_change(before, theirs)}): another operator drives this stream"
-            )
+        if theirs == before:
+            log.debug("%s: the status write met an unrelated change; writing it again", self.where)
+            return
+        raise Fenced(
+            f"the status of {self.where} was changed by another writer since this operator read "
+            f"it ({describe_state_change(before, theirs)}): another operator drives this stream"
+        )
 
 
 def _without_clock(status: Mapping[str, Any]) -> dict[str, Any]:
