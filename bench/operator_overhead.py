@@ -126,6 +126,9 @@ def operator_in_fresh_namespace(api: client.ApiClient, prefix: str, log: Path) -
         namespace,
         "--executor-image",
         EXECUTOR_IMAGE,
+        # Its own Lease: a bench operator killed earlier must not keep this one waiting as a standby.
+        "--leader-elect-resource-namespace",
+        namespace,
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(

@@ -33,12 +33,25 @@ class OperatorProcess:
     """``directstream-operator --namespace NS`` with the admin kubeconfig, logs to a file.
 
     Without ``executor_image`` it runs as users start it: streams get the executor image of the
-    operator's own version (``default_executor_image``)."""
+    operator's own version (``default_executor_image``).
 
-    def __init__(self, kube: Kube, namespaces: list[str], log_path: Path) -> None:
+    Its leader Lease lives in the first watched namespace (each test has its own), and its
+    identity stays the same across ``kill()`` and ``start()``, as a pod's does across container
+    restarts, so a restarted operator takes its own Lease back at once."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespaces: list[str],
+        log_path: Path,
+        extra_args: list[str] | None = None,
+        identity: str | None = None,
+    ) -> None:
         self.kube = kube
         self.namespaces = namespaces
         self.log_path = log_path
+        self.extra_args = list(extra_args or [])
+        self.identity = identity or f"test-{log_path.stem}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0  # /metrics off unless a test asks for it
         self.executor_image: str | None = None  # --executor-image, when a test sets it
@@ -54,6 +67,8 @@ class OperatorProcess:
             args += ["--namespace", ns]
         args += ["--liveness-port", "0", "--metrics-port", str(self.metrics_port)]
         args += ["--metrics-host", "127.0.0.1", "--log-format", "plain", "--verbose"]
+        args += ["--leader-elect-resource-namespace", self.namespaces[0]]
+        args += ["--leader-elect-identity", self.identity, *self.extra_args]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -74,6 +89,23 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def pause(self) -> None:
+        """SIGSTOP: the process holds what it held but does nothing (a long GC pause, a frozen node)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+def lease_holder(kube: Kube, namespace: str, name: str = "directstream-operator") -> str:
+    """The leader Lease's holderIdentity ("" when there is none or it is released)."""
+    out = kube.kubectl(
+        "get", "lease", name, "-n", namespace, "-o", "jsonpath={.spec.holderIdentity}", check=False
+    )
+    return out.stdout.strip() if out.returncode == 0 else ""
+
 
 @pytest.fixture
 def operator(kube: Kube, crd: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
@@ -90,6 +122,41 @@ def operator(kube: Kube, crd: str, namespace: str, tmp_path: Path) -> Iterator[O
         if process.proc is not None and process.proc.poll() is None:
             kube.kubectl("delete", "directstreams", "--all", "-n", namespace, "--timeout=60s", check=False)
         process.stop()
+
+
+# Shorter than the defaults (15 s / 10 s / 2 s) so that failover tests take seconds, with the same
+# margins: a renewal may take up to 5 s on a loaded machine before the leader steps down.
+FAST_ELECTION = {"lease_duration_s": 8, "renew_deadline_s": 6.0, "retry_period_s": 1.0}
+FAST_ELECTION_ARGS = [
+    "--leader-elect-lease-duration=8s",
+    "--leader-elect-renew-deadline=6s",
+    "--leader-elect-retry-period=1s",
+]
+
+
+@pytest.fixture
+def operator_pair(
+    kube: Kube, crd: str, namespace: str, tmp_path: Path
+) -> Iterator[tuple[OperatorProcess, OperatorProcess]]:
+    """Two operators watching the same namespace, sharing its Lease (``FAST_ELECTION``): the first
+    holds the Lease before the second starts, so ``(leader, standby)``."""
+    leader = OperatorProcess(kube, [namespace], tmp_path / "operator-a.log", FAST_ELECTION_ARGS)
+    standby = OperatorProcess(kube, [namespace], tmp_path / "operator-b.log", FAST_ELECTION_ARGS)
+    leader.start()
+    poll_until(
+        f"{leader.identity} to hold the Lease", lambda: lease_holder(kube, namespace) == leader.identity
+    )
+    standby.start()
+    poll_until(f"{standby.identity} to say it is a standby", lambda: "standby (" in standby.log())
+    try:
+        yield leader, standby
+    finally:
+        if any(p.proc is not None and p.proc.poll() is None for p in (leader, standby)):
+            for p in (leader, standby):
+                p.resume()
+            kube.kubectl("delete", "directstreams", "--all", "-n", namespace, "--timeout=60s", check=False)
+        leader.stop()
+        standby.stop()
 
 
 def stream_manifest(name: str, namespace: str, bootstrap: str, spec: dict[str, Any]) -> str:

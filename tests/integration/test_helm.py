@@ -22,7 +22,13 @@ from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube, _cluster_env
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
-from tests.harness.operator_fixtures import condition, get_stream, stream_manifest, wait_committed
+from tests.harness.operator_fixtures import (
+    condition,
+    get_stream,
+    lease_holder,
+    stream_manifest,
+    wait_committed,
+)
 
 pytestmark = [pytest.mark.k8s]
 
@@ -32,7 +38,7 @@ RELEASE = "ds"
 FULLNAME = f"{RELEASE}-directstream"
 # The operator's rules, resource -> verbs (templates/rbac.yaml says why each is needed).
 OPERATOR_RULES = {
-    ("directstream.io", "directstreams"): ["list", "watch", "patch"],
+    ("directstream.io", "directstreams"): ["get", "list", "watch", "patch"],
     ("directstream.io", "directstreams/status"): ["patch"],
     ("directstream.io", "directstreams/finalizers"): ["update"],
     ("batch", "jobs"): ["get", "list", "watch", "create", "delete"],
@@ -40,6 +46,16 @@ OPERATOR_RULES = {
     ("", "secrets"): ["get"],
     ("", "events"): ["create"],
 }
+# The leader Lease: create (RBAC cannot name what does not exist yet), then only that Lease by name.
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": [FULLNAME],
+        "verbs": ["get", "update"],
+    },
+]
 DISCOVERY_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     ("", "namespaces"): ["list", "watch"],
@@ -232,8 +248,28 @@ def test_the_chart_lints_and_every_rendering_passes_the_api_server(
         kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
         deployment = kinds["Deployment", FULLNAME]
         assert deployment["spec"]["replicas"] == 1
-        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        # The old and the new pod may overlap: only the Lease holder drives streams.
+        assert deployment["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        args = container["args"]
+        assert f"--leader-elect-resource-name={FULLNAME}" in args
+        assert f"--leader-elect-resource-namespace={namespace}" in args
+        identity = {
+            e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e
+        }
+        assert identity == {"DIRECTSTREAM_POD_NAME": "metadata.name", "DIRECTSTREAM_POD_UID": "metadata.uid"}
+        lease_role = kinds["Role", f"{FULLNAME}-leader-election"]
+        assert lease_role["metadata"]["namespace"] == namespace and lease_role["rules"] == LEASE_RULES
+        assert (
+            kinds["RoleBinding", f"{FULLNAME}-leader-election"]["roleRef"]["name"]
+            == lease_role["metadata"]["name"]
+        )
+        stream_roles = [
+            d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-leader-election")
+        ]
         if values.get("clusterWide"):
             (role,) = [
                 d
@@ -241,9 +277,9 @@ def test_the_chart_lints_and_every_rendering_passes_the_api_server(
                 if d["kind"] == "ClusterRole" and not d["metadata"]["name"].endswith("-discovery")
             ]
             assert "--all-namespaces" in args and "--metrics-port=0" in args
-            assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+            assert not stream_roles
         else:
-            roles = [d for d in docs if d["kind"] == "Role"]
+            roles = stream_roles
             assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(values["watchNamespaces"])
             assert sorted(a for a in args if a.startswith("--namespace=")) == sorted(
                 f"--namespace={ns}" for ns in values["watchNamespaces"]
@@ -292,6 +328,8 @@ def test_wrong_values_fail_helm_install_with_the_schema_message(
         "operator.logFormat=xml": "at '/operator/logFormat': value must be one of 'json', 'plain'",
         "image.repository=Not An Image": "at '/image/repository': 'Not An Image' does not match pattern",
         "watchNamespaces={team-*}": "at '/watchNamespaces/0': 'team-*' does not match pattern",
+        "leaderElection.leaseDuration=1500ms": "at '/leaderElection/leaseDuration': '1500ms' does not match",
+        "strategy.type=BlueGreen": "at '/strategy/type': value must be one of 'RollingUpdate', 'Recreate'",
     }
     for setting, message in wrong.items():
         proc = helm("install", RELEASE, str(CHART), "-n", namespace, "--set", setting, check=False)
@@ -323,6 +361,18 @@ def test_helm_install_runs_a_stream_exactly_once_and_uninstall_leaves_nothing(
     assert deployment["status"]["readyReplicas"] == 1
     granted = json.loads(kube.kubectl("get", "role", FULLNAME, "-n", namespace, "-o", "json").stdout)
     assert rules_of(granted) == OPERATOR_RULES
+    # The operator pod took the Lease with the chart's RBAC, as <pod name>_<pod uid>.
+    (pod,) = json.loads(
+        kube.kubectl(
+            "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator", "-o", "json"
+        ).stdout
+    )["items"]
+    kube.wait_for(
+        "the operator pod to hold the Lease",
+        lambda: (
+            lease_holder(kube, namespace, FULLNAME) == f"{pod['metadata']['name']}_{pod['metadata']['uid']}"
+        ),
+    )
 
     kafka.create_topic(topic_name, partitions=3)
     kafka.produce(topic_name, 1_500, partitions=3)

@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from directstream.operator.core.durations import parse_duration
 from directstream.operator.core.executor_pod import DEFAULT_EXECUTOR_REPOSITORY
-from directstream.operator.operator_main import build_parser
+from directstream.operator.core.leadership import ElectionSettings
+from directstream.operator.operator_main import build_parser, election_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "directstream"
@@ -94,3 +96,20 @@ def test_every_flag_the_deployment_passes_exists_in_the_operator_cli():
 def test_the_charts_executor_repository_is_the_operators_default():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["executors"]["image"]["repository"] == DEFAULT_EXECUTOR_REPOSITORY
+
+
+def test_the_chart_election_defaults_are_the_operators_and_valid():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["leaderElection"]
+    defaults = ElectionSettings()
+    assert parse_duration(values["leaseDuration"]) == defaults.lease_duration_s
+    assert parse_duration(values["renewDeadline"]) == defaults.renew_deadline_s
+    assert parse_duration(values["retryPeriod"]) == defaults.retry_period_s
+    args = build_parser().parse_args(
+        [
+            "--namespace=x",
+            f"--leader-elect-lease-duration={values['leaseDuration']}",
+            f"--leader-elect-renew-deadline={values['renewDeadline']}",
+            f"--leader-elect-retry-period={values['retryPeriod']}",
+        ]
+    )
+    assert election_config(args).settings == defaults

@@ -11,6 +11,7 @@ import pytest
 
 from directstream.executor.contract import ExecutorResult, WorkUnit
 from directstream.operator.core import events as ev
+from directstream.operator.core.errors import Fenced
 from directstream.operator.core.spec import StreamSpec, parse_spec
 from directstream.operator.core.state import StreamState
 from directstream.operator.driver import DriverSettings, RunMode, run_stream
@@ -283,3 +284,30 @@ def test_a_spec_edit_takes_effect_at_the_next_boundary():
     host.spec = replace(host.spec, suspend=True)
     host.turns_left = 2
     assert run(host).reason == "suspended"
+
+
+class FencingState(MemoryState):
+    """The status store's behaviour once another writer moved the state: the save is refused."""
+
+    def __init__(self, fence_at_save: int) -> None:
+        super().__init__()
+        self.fence_at_save = fence_at_save
+
+    async def save(self, state: StreamState) -> None:
+        if len(self.saved) + 1 >= self.fence_at_save:
+            raise Fenced("the status was changed by another writer since this operator read it")
+        await super().save(state)
+
+
+@pytest.mark.parametrize(("fence_at", "launched"), [(1, 0), (2, 1)])
+def test_a_fenced_save_stops_the_loop_without_retrying_or_committing(fence_at: int, launched: int):
+    """Fenced is never taken for a refused API call (which the loop retries with the state it
+    holds): it leaves the loop, nothing more is launched, and the group is not committed."""
+    kafka = FakeKafka({T0: 10})
+    store = FencingState(fence_at_save=fence_at)  # 1: the plan's record, 2: the commit
+    host = host_for(spec(), kafka, state=store, policy="cluster", max_turns=20)
+    with pytest.raises(Fenced):
+        run(host)
+    assert len(host.launcher.launches) == launched
+    assert kafka.groups.get("clicks", {}) == {}, "nothing committed to the Kafka group"
+    assert not host.of_type(ev.KubeApiRefused) and not host.halts

@@ -21,6 +21,8 @@ from directstream.operator.core.state import LedgerEntry, PendingBatch, StreamSt
 from directstream.operator.core.status import (
     CONDITION_TYPES,
     build_status,
+    describe_state_change,
+    durable_state,
     format_time,
     get_condition,
     lag_summary,
@@ -310,3 +312,37 @@ def test_fold_sets_conditions_with_the_message_and_posts_only_what_it_should() -
     )
     unchanged, posted = fold(view, ev.Note(message="a CLI line"), generation=2, now_iso=T3)
     assert (unchanged, posted) == (view, None)
+
+
+def test_the_durable_state_is_what_a_driver_moves_and_nothing_else():
+    state = full_state()
+    status = status_of(state)
+    durable = durable_state(status)
+    assert durable == state.to_json()
+    # What any operator may rewrite without moving offsets: conditions, phase, lag, the Job shown.
+    cosmetic = {**status, "phase": "Failed", "conditions": [], "lag": {"total": 1}, "observedGeneration": 9}
+    cosmetic["pending"] = {**status["pending"], "job": "another-job"}
+    assert durable_state(cosmetic) == durable
+    # The API server renders whole floats as integers: the same state.
+    rendered = json.dumps(status).replace("1700000050.0", "1700000050")
+    assert rendered != json.dumps(status)
+    assert durable_state(json.loads(rendered)) == durable
+
+
+def test_a_moved_offset_or_plan_is_a_different_durable_state_and_says_what_moved():
+    state = full_state()
+    before = durable_state(status_of(state))
+    idle = dataclasses.replace(state, pending=None)
+    moved = dataclasses.replace(idle, committed={("t", 0): 41, ("t", 1): 20})
+    assert durable_state(status_of(moved)) != durable_state(status_of(idle))
+    assert describe_state_change(durable_state(status_of(idle)), durable_state(status_of(moved))) == (
+        "the committed offsets"
+    )
+    assert state.pending is not None
+    retried = durable_state(status_of(state.with_retry("again")))
+    assert (
+        describe_state_change(before, retried) == "the recorded plan (batch 5 attempt 2 -> batch 5 attempt 3)"
+    )
+    gone = durable_state(status_of(dataclasses.replace(state, pending=None, next_batch_id=7)))
+    assert describe_state_change(before, gone) == "the recorded plan (batch 5 attempt 2 -> none), nextBatchId"
+    assert durable_state({"committed": {"t": {"0": "x"}}}) != durable_state({})

@@ -65,3 +65,12 @@ app.kubernetes.io/part-of: directstream
 {{- define "directstream.clusterName" -}}
 {{- printf "%s-%s" .Release.Namespace (include "directstream.fullname" .) -}}
 {{- end -}}
+
+{{/* The leader election Lease: its name and namespace. */}}
+{{- define "directstream.leaseName" -}}
+{{- default (include "directstream.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
+{{- define "directstream.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.leaderElection.namespace -}}
+{{- end -}}

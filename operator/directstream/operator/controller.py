@@ -4,17 +4,23 @@ Job events and spec changes only wake that daemon up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from .adapters.kafka import KafkaOffsets
 from .adapters.kube.api import GROUP, PLURAL, VERSION, AsyncKubeApi, KubeApi, load_client_config
+from .adapters.kube.lease import LeaseApi, LeaseElector
 from .core.errors import KafkaUnavailable
+from .core.leadership import ElectionSettings
 from .core.manifests import ANNOTATION_STREAM, LABEL_STREAM, MANAGED_BY
 from .core.spec import SpecError, parse_spec
-from .hosts.cluster import StreamContext, run_cluster_stream
+from .hosts.cluster import StreamContext
+from .hosts.leading import drive_while_leading
+from .hosts.waits import wait_for_any
 from .metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,16 @@ class Wakeups:
 WAKEUPS = Wakeups()
 
 
+@dataclass(frozen=True)
+class ElectionConfig:
+    """Where the leader Lease lives and who this operator is (``directstream-operator`` flags)."""
+
+    namespace: str
+    name: str
+    identity: str
+    settings: ElectionSettings = field(default_factory=ElectionSettings)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Handler progress in annotations: the status belongs to the stream (and its schema would
@@ -55,6 +71,39 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     if not hasattr(memo, "kube"):
         memo.kube = AsyncKubeApi(KubeApi(load_client_config()))
+    election: ElectionConfig = memo.election
+    metrics: OperatorMetrics | None = getattr(memo, "metrics", None)
+    memo.leadership = LeaseElector(
+        LeaseApi.own_client(election.namespace, election.name, election.settings.renew_deadline_s),
+        election.identity,
+        election.settings,
+        on_change=(lambda leading: metrics.leader.set(1 if leading else 0)) if metrics else None,
+    )
+    memo.election_task = asyncio.create_task(memo.leadership.run(), name="leader election")
+
+
+@kopf.on.cleanup()
+async def step_down(memo: kopf.Memo, **_: Any) -> None:
+    """kopf runs this after every daemon stopped: hand the Lease to a standby at once."""
+    memo.election_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.election_task
+    await memo.leadership.release()
+
+
+@kopf.on.probe(id="leadership")
+async def leadership(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """In /healthz: leader or standby, who holds the Lease. A standby is healthy (it takes over
+    when the leader goes); an election that stopped or hangs fails the probe."""
+    elector: LeaseElector = memo.leadership
+    task: asyncio.Task[None] = memo.election_task
+    if task.done():
+        why = "cancelled" if task.cancelled() else repr(task.exception())
+        raise RuntimeError(f"the leader election stopped: {why}")
+    hung = elector.settings.lease_duration_s + elector.settings.renew_deadline_s
+    if elector.idle_for() > hung:
+        raise RuntimeError(f"the leader election has not completed a round in {hung:g}s")
+    return elector.describe()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
@@ -73,6 +122,7 @@ async def drive_stream(
     def post_event(event_type: str, reason: str, message: str) -> None:
         kopf.event(body, type=event_type, reason=reason, message=message)
 
+    leadership: LeaseElector = memo.leadership
     ctx = StreamContext(
         namespace=namespace,
         name=name,
@@ -82,12 +132,14 @@ async def drive_stream(
         wake=WAKEUPS.event(namespace, name),
         post_event=post_event,
         stopped=lambda: bool(stopped),
+        leading=lambda: leadership.leading,
     )
     metrics: OperatorMetrics | None = getattr(memo, "metrics", None)  # None with --metrics-port 0
     if metrics is not None:
-        ctx.metrics = metrics.for_stream(namespace, name)
+        ctx.start_metrics = lambda: metrics.for_stream(namespace, name)
+        ctx.stop_metrics = lambda: metrics.forget(namespace, name)
     try:
-        await run_cluster_stream(memo.kube, ctx)
+        await drive_while_leading(memo.kube, ctx, leadership)
     finally:
         WAKEUPS.forget(namespace, name)
         if metrics is not None:
@@ -127,10 +179,25 @@ def _wants_group_deleted(spec: kopf.Spec, **_: Any) -> bool:
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_wants_group_deleted, retries=5, backoff=5)
 async def delete_consumer_group(
-    *, name: str, namespace: str | None, spec: kopf.Spec, memo: Any, logger: kopf.Logger, **_: Any
+    *,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    spec: kopf.Spec,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
     """``spec.deleteConsumerGroup``: remove the group when the stream goes. Children (Jobs)
-    are garbage-collected through their ownerReferences."""
+    are garbage-collected through their ownerReferences. Only the leader deletes the group (it
+    may still be committing to it); a standby's handler holds kopf's finalizer until the leader
+    released the object, or until this operator leads."""
+    leadership: LeaseElector = memo.leadership
+    while not leadership.leading:
+        current = await memo.kube.read_stream(namespace or "default", name)
+        if current is None or (current.get("metadata") or {}).get("uid") != uid:
+            return  # the leader deleted the group and let the stream go
+        await wait_for_any(leadership.settings.retry_period_s, leadership.became_leader)
     try:
         stream = parse_spec(name, dict(spec), namespace or "default")
     except SpecError as exc:

@@ -109,6 +109,11 @@ class OperatorMetrics:
         self.streams = Gauge(
             "directstream_streams", "DirectStreams by phase", ["namespace", "phase"], registry=r
         )
+        self.leader = Gauge(
+            "directstream_operator_leader",
+            "1 while this operator holds the leader Lease (it drives the streams), 0 while it is a standby",
+            registry=r,
+        )
         # What each stream has exported, so that its series can be removed again.
         self.phases: dict[tuple[str, str], str] = {}
         self.partitions: dict[tuple[str, str], set[TopicPartition]] = {}
@@ -203,6 +208,8 @@ def warning_kind(event: ev.Event) -> str:
             return "kube-api-error"
         case ev.InvalidSpec():
             return "invalid-spec"
+        case ev.Fenced():
+            return "fenced"
     return type(event).__name__.lower()
 
 

@@ -3,9 +3,13 @@
 directstream-operator [--namespace NS ... | --all-namespaces] [--executor-image IMAGE]
                       [--executor-repository REPOSITORY] [--liveness-port PORT] [--metrics-port PORT]
                       [--metrics-host HOST] [--log-format json|plain] [--verbose]
+                      [--leader-elect-resource-name NAME] [--leader-elect-resource-namespace NS]
+                      [--leader-elect-identity ID] [--leader-elect-lease-duration 15s]
+                      [--leader-elect-renew-deadline 10s] [--leader-elect-retry-period 2s]
 
 Without --executor-image, streams that leave spec.executors.image empty run the executor image of
-this operator's own version: <executor repository>:<version>.
+this operator's own version: <executor repository>:<version>. Only the operator that holds the
+leader Lease drives streams; others wait as standbys.
 """
 
 from __future__ import annotations
@@ -14,16 +18,42 @@ import argparse
 import importlib.metadata
 import logging
 import os
+import socket
 import sys
+from pathlib import Path
 
 import kopf
 
-from . import controller  # noqa: F401  (importing it registers the handlers)
+from . import controller  # importing it registers the handlers
+from .core.durations import parse_duration
 from .core.executor_pod import DEFAULT_EXECUTOR_REPOSITORY, default_executor_image
+from .core.leadership import ElectionSettings, ElectionSettingsError
 from .metrics import OperatorMetrics, serve
 
 DEFAULT_EXECUTOR_IMAGE = os.environ.get("DIRECTSTREAM_EXECUTOR_IMAGE", "")
+DEFAULT_LEASE_NAME = "directstream-operator"
 log = logging.getLogger(__name__)
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def default_lease_namespace() -> str:
+    """The operator pod's namespace (the chart sets DIRECTSTREAM_POD_NAMESPACE; else the service
+    account's), or ``default`` outside a cluster."""
+    if os.environ.get("DIRECTSTREAM_POD_NAMESPACE"):
+        return os.environ["DIRECTSTREAM_POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.is_file():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    return "default"
+
+
+def default_identity() -> str:
+    """The pod's name and uid (the chart sets both from the downward API), else host and pid:
+    unique per process, so two operators never both believe they hold the Lease."""
+    pod = os.environ.get("DIRECTSTREAM_POD_NAME")
+    if pod:
+        uid = os.environ.get("DIRECTSTREAM_POD_UID")
+        return f"{pod}_{uid}" if uid else pod
+    return f"{socket.gethostname()}_{os.getpid()}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +99,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=["json", "plain"], default=os.environ.get("DIRECTSTREAM_LOG_FORMAT", "json")
     )
     parser.add_argument("--verbose", "-v", action="store_true")
+    election = parser.add_argument_group(
+        "leader election", "one coordination.k8s.io/v1 Lease; only its holder drives streams"
+    )
+    election.add_argument(
+        "--leader-elect-resource-name",
+        default=os.environ.get("DIRECTSTREAM_LEASE_NAME", DEFAULT_LEASE_NAME),
+        metavar="NAME",
+        help=f"the Lease's name (env DIRECTSTREAM_LEASE_NAME; default {DEFAULT_LEASE_NAME})",
+    )
+    election.add_argument(
+        "--leader-elect-resource-namespace",
+        default=os.environ.get("DIRECTSTREAM_LEASE_NAMESPACE") or default_lease_namespace(),
+        metavar="NS",
+        help="the Lease's namespace (env DIRECTSTREAM_LEASE_NAMESPACE; default: the pod's namespace, "
+        "or default outside a cluster)",
+    )
+    election.add_argument(
+        "--leader-elect-identity",
+        default=os.environ.get("DIRECTSTREAM_LEADER_IDENTITY") or default_identity(),
+        metavar="ID",
+        help="this operator's holder identity (default: pod name and uid, or hostname and pid)",
+    )
+    defaults = ElectionSettings()
+    election.add_argument(
+        "--leader-elect-lease-duration",
+        default=f"{defaults.lease_duration_s}s",
+        metavar="DURATION",
+        help="how long a standby waits, from the last renewal it saw, before taking the Lease over "
+        "(whole seconds; default %(default)s)",
+    )
+    election.add_argument(
+        "--leader-elect-renew-deadline",
+        default=f"{defaults.renew_deadline_s:g}s",
+        metavar="DURATION",
+        help="the leader stops driving if it could not renew for this long (default %(default)s)",
+    )
+    election.add_argument(
+        "--leader-elect-retry-period",
+        default=f"{defaults.retry_period_s:g}s",
+        metavar="DURATION",
+        help="how often the leader renews and a standby tries (default %(default)s)",
+    )
     return parser
 
 
@@ -84,6 +156,27 @@ def executor_image(args: argparse.Namespace) -> str:
     return default_executor_image(args.executor_repository, version)
 
 
+def election_config(args: argparse.Namespace) -> controller.ElectionConfig:
+    """The election flags, checked; raises ``ValueError`` with a message for the user."""
+    lease = parse_duration(args.leader_elect_lease_duration)
+    if lease != int(lease):
+        raise ValueError(f"--leader-elect-lease-duration must be whole seconds, got {lease:g}s")
+    try:
+        settings = ElectionSettings(
+            lease_duration_s=int(lease),
+            renew_deadline_s=parse_duration(args.leader_elect_renew_deadline),
+            retry_period_s=parse_duration(args.leader_elect_retry_period),
+        )
+    except ElectionSettingsError as exc:
+        raise ValueError(str(exc)) from exc
+    return controller.ElectionConfig(
+        namespace=args.leader_elect_resource_namespace,
+        name=args.leader_elect_resource_name,
+        identity=args.leader_elect_identity,
+        settings=settings,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     namespaces = args.namespace or (
@@ -92,19 +185,25 @@ def main(argv: list[str] | None = None) -> None:
     if not args.all_namespaces and not namespaces:
         print("directstream-operator: pass --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
         sys.exit(2)
+    try:
+        election = election_config(args)
+    except ValueError as exc:
+        print(f"directstream-operator: {exc}", file=sys.stderr)
+        sys.exit(2)
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     image = executor_image(args)
     log.info("executor image for streams without spec.executors.image: %s", image)
-    memo = kopf.Memo(executor_image=image)
+    memo = kopf.Memo(executor_image=image, election=election)
     if args.metrics_port:
         metrics = OperatorMetrics()
         if serve(metrics, args.metrics_port, args.metrics_host):
             memo.metrics = metrics  # controller.drive_stream hands each stream its recorder
     liveness = f"http://{args.liveness_host}:{args.liveness_port}/healthz" if args.liveness_port else None
     kopf.run(
+        # No kopf peering: the leader Lease (controller.configure) decides which operator drives.
         standalone=True,
         clusterwide=args.all_namespaces,
         namespaces=namespaces,

@@ -6,8 +6,10 @@ from directstream.executor.contract import DirectStreamError, PermanentError, Re
 
 __all__ = [
     "DirectStreamError",
+    "Fenced",
     "KafkaUnavailable",
     "KubeApiError",
+    "NotLeading",
     "OffsetStoreUnavailable",
     "PermanentError",
     "RetryableError",
@@ -24,3 +26,15 @@ class OffsetStoreUnavailable(RetryableError):
 
 class KubeApiError(RetryableError):
     """The Kubernetes API refused or failed a call (RBAC, quota, admission, unreachable)."""
+
+
+class Fenced(RetryableError):
+    """This operator may no longer write the stream's state: another writer changed it since this
+    operator read it (a new leader, a second operator). Nothing this operator held was written.
+    The loop does not catch it: its host stops driving the stream and, if it still leads, starts
+    again from a fresh read of the state, never from the state it held."""
+
+
+class NotLeading(Fenced):
+    """This operator no longer holds the leader Lease, so it writes nothing (status, Kafka group,
+    offsets table) for any stream."""

@@ -148,6 +148,15 @@ class KubeApiRefused(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Fenced(Event):
+    """Another writer changed the stream's state under this operator (a second operator, or the
+    previous leader's last write landing late): it stopped driving and starts again from the
+    state as stored."""
+
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Suspended(Event):
     """``spec.suspend: true`` took effect at a batch boundary."""
 
@@ -182,6 +191,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     KafkaUnreachable,
     OffsetStoreUnreachable,
     KubeApiRefused,
+    Fenced,
     Suspended,
     InvalidSpec,
     Note,

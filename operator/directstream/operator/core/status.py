@@ -25,6 +25,8 @@ __all__ = [
     "Phase",
     "bounded",
     "build_status",
+    "describe_state_change",
+    "durable_state",
     "format_time",
     "get_condition",
     "lag_of",
@@ -204,3 +206,36 @@ def state_from_status(status: Mapping[str, Any] | None) -> StreamState:
         return StreamState.from_json(doc)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the status holds a malformed stream state: {exc!r}") from exc
+
+
+def durable_state(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The part of a status that moves only when a driver commits, records a plan or retries it:
+    the stream state (committed offsets, the recorded plan and its attempt, batch ids, history,
+    rate), normalised through ``StreamState`` so that the API server's rendering of numbers does
+    not matter. Conditions, phase, lag and ``pending.job`` are not part of it."""
+    try:
+        return state_from_status(status).to_json()
+    except ValueError as exc:
+        return {"malformed": str(exc)}
+
+
+def describe_state_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """What differs between two ``durable_state`` documents, for a person."""
+
+    def plan(doc: Mapping[str, Any]) -> str:
+        pending = doc.get("pending")
+        if not isinstance(pending, Mapping):
+            return "none"
+        return f"batch {pending.get('batch')} attempt {pending.get('attempt')}"
+
+    parts = []
+    if before.get("committed") != after.get("committed"):
+        parts.append("the committed offsets")
+    if before.get("pending") != after.get("pending"):
+        parts.append(f"the recorded plan ({plan(before)} -> {plan(after)})")
+    parts += sorted(
+        key
+        for key in set(before) | set(after)
+        if key not in ("committed", "pending") and before.get(key) != after.get(key)
+    )
+    return ", ".join(parts) or "nothing"

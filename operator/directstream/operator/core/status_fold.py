@@ -128,6 +128,8 @@ def outcome_of(event: ev.Event) -> EventOutcome | None:
             return _degraded("OffsetStoreUnavailable", not_ready=True)
         case ev.KubeApiRefused():
             return _degraded("KubernetesApiError", not_ready=True)
+        case ev.Fenced():
+            return _degraded("Fenced")
         case ev.Suspended():
             return _stopped("Suspended", "Suspended", degraded=False)
         case ev.InvalidSpec():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..adapters.kube.jobs import JobLauncher
 from ..adapters.kube.status_store import StatusStore
 from ..adapters.postgres import AsyncOffsetStore, PostgresOffsetStore
 from ..core import events as ev
+from ..core.errors import NotLeading
 from ..core.executor_pod import parse_cluster_spec
 from ..core.manifests import secret_env_for
 from ..core.planning import TopicPartition
@@ -57,14 +58,70 @@ class StreamContext:
     wake: asyncio.Event
     post_event: EventPoster
     stopped: Callable[[], bool]
-    metrics: MetricsHook = no_metrics  # the operator injects metrics.StreamMetrics
+    metrics: MetricsHook = no_metrics  # set from start_metrics while this operator leads
+    leading: Callable[[], bool] = lambda: True  # False once this operator lost the leader Lease
+    # The stream's series exist only on the leader: made when it starts driving, dropped when it stops.
+    start_metrics: Callable[[], MetricsHook] = lambda: no_metrics
+    stop_metrics: Callable[[], None] = lambda: None
 
 
 async def run_cluster_stream(
-    kube: AsyncKubeApi, ctx: StreamContext, settings: DriverSettings = DEFAULT_SETTINGS
+    kube: AsyncKubeApi,
+    ctx: StreamContext,
+    settings: DriverSettings = DEFAULT_SETTINGS,
+    announce: ev.Event | None = None,
 ) -> None:
-    """The kopf daemon's body: the one driver loop over this stream's host."""
-    await run_stream(ClusterHost(kube, ctx, settings), RunMode.FOREVER, settings)
+    """The one driver loop over this stream's host (``announce``: an event to report first)."""
+    host = ClusterHost(kube, ctx, settings)
+    if announce is not None:
+        host.observe(announce)
+    await run_stream(host, RunMode.FOREVER, settings)
+
+
+class LeaderOnlyOffsets:
+    """The Kafka group commits only while this operator leads (the status write before it is
+    fenced on its own; this closes the gap between the two)."""
+
+    def __init__(self, port: KafkaOffsetsPort, leading: Callable[[], bool], where: str) -> None:
+        self._port = port
+        self._leading = leading
+        self._where = where
+        self.partitions = port.partitions
+        self.topics = port.topics
+        self.watermarks = port.watermarks
+        self.offsets_for_timestamp = port.offsets_for_timestamp
+        self.committed = port.committed
+
+    async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        _must_lead(self._leading, f"not committing consumer group {group} of {self._where}")
+        await self._port.commit(group, offsets)
+
+
+class LeaderOnlyTable:
+    """The offsets table (``offsets.store: postgres``) moves only while this operator leads."""
+
+    def __init__(self, store: AsyncOffsetStore, leading: Callable[[], bool], where: str) -> None:
+        self._store = store
+        self._leading = leading
+        self._where = where
+        self.read = store.read
+
+    async def move(self, moves: Mapping[TopicPartition, tuple[int | None, int]]) -> None:
+        _must_lead(self._leading, f"not moving the offsets table of {self._where}")
+        await self._store.move(moves)
+
+    async def force(self, offsets: Mapping[TopicPartition, int]) -> None:
+        _must_lead(self._leading, f"not rewinding the offsets table of {self._where}")
+        await self._store.force(offsets)
+
+    async def forget(self, tps: Sequence[TopicPartition]) -> None:
+        _must_lead(self._leading, f"not deleting chains of the offsets table of {self._where}")
+        await self._store.forget(tps)
+
+
+def _must_lead(leading: Callable[[], bool], what: str) -> None:
+    if not leading():
+        raise NotLeading(f"{what}: this operator no longer holds the leader Lease")
 
 
 class ClusterHost:
@@ -72,7 +129,9 @@ class ClusterHost:
         self._kube = kube
         self._ctx = ctx
         self._settings = settings
-        self.store = StatusStore(kube, ctx.namespace, ctx.name, ctx.body.get("status") or {})
+        self.store = StatusStore(
+            kube, ctx.namespace, ctx.name, ctx.body.get("status") or {}, may_write=ctx.leading
+        )
         self._spec: StreamSpec | None = None
         self._driver: Driver | None = None
         self._driver_key: tuple[Any, ...] | None = None
@@ -130,16 +189,20 @@ class ClusterHost:
         key = (spec.kafka, tuple(sorted(secret_data.items())), spec.offset_store, dsn)
         self._secret = (secret_name, sorted(secret_data))
         if self._driver is None or key != self._driver_key:
+            where = f"DirectStream {self._ctx.namespace}/{self._ctx.name}"
+            table = AsyncOffsetStore(PostgresOffsetStore.for_spec(spec, dsn)) if dsn else None
             self._driver = Driver(
                 spec,
-                offsets=KafkaOffsetsPort(KafkaOffsets(spec, secret_data)),
+                offsets=LeaderOnlyOffsets(
+                    KafkaOffsetsPort(KafkaOffsets(spec, secret_data)), self._ctx.leading, where
+                ),
                 state=self.store,
                 launcher=self._launcher(spec),
                 executor_kafka=executor_kafka_settings(spec, secret_env_for(sorted(secret_data))),
                 observe=self.observe,
                 sleep=self.sleep,
                 settings=self._settings,
-                external=AsyncOffsetStore(PostgresOffsetStore.for_spec(spec, dsn)) if dsn else None,
+                external=LeaderOnlyTable(table, self._ctx.leading, where) if table else None,
             )
             self._driver_key = key
         self._driver.spec = spec

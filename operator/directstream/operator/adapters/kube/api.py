@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -32,11 +33,16 @@ class KubeError(KubeApiError):
         self.status = status
 
 
-def _describe(exc: ApiException, what: str) -> KubeError:
+def describe_refusal(exc: ApiException, what: str) -> KubeError:
     detail = exc.reason or ""
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         detail = json.loads(exc.body or "{}").get("message", detail)
     return KubeError(f"{what}: {exc.status} {detail}", exc.status)
+
+
+def unanswered(exc: Exception, what: str) -> KubeError:
+    """A call the API server never answered (refused connection, timeout)."""
+    return KubeError(f"{what}: the API server did not answer: {exc}")
 
 
 def load_client_config() -> client.ApiClient:
@@ -57,16 +63,40 @@ class KubeApi:
         self._core = client.CoreV1Api(api_client)
         self._api = api_client
 
-    def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Write the whole status at once. A JSON patch, not a merge patch: a merge would fold
-        a new plan's offset maps into the old plan's instead of replacing them."""
-        body = [{"op": "add", "path": "/status", "value": dict(status)}]
+    def read_stream(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The DirectStream as stored now (None when it is gone), with its resourceVersion."""
         try:
-            self._custom.patch_namespaced_custom_object_status(
+            stream: dict[str, Any] = self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise describe_refusal(exc, f"reading DirectStream {namespace}/{name}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise unanswered(exc, f"reading DirectStream {namespace}/{name}") from exc
+        return stream
+
+    def replace_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Write the whole status at once, only if the object is still at ``resource_version``
+        (else a ``KubeError`` with status 409); the object as written. A JSON patch, not a merge
+        patch: a merge would fold a new plan's offset maps into the old plan's instead of
+        replacing them. The resourceVersion in the patch is the API server's precondition."""
+        body = [
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": dict(status)},
+        ]
+        try:
+            written: dict[str, Any] = self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/json-patch+json"
             )
         except ApiException as exc:
-            raise _describe(exc, f"writing the status of DirectStream {namespace}/{name}") from exc
+            raise describe_refusal(exc, f"writing the status of DirectStream {namespace}/{name}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise unanswered(exc, f"writing the status of DirectStream {namespace}/{name}") from exc
+        return written
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -74,7 +104,7 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise _describe(exc, f"reading Job {namespace}/{name}") from exc
+            raise describe_refusal(exc, f"reading Job {namespace}/{name}") from exc
         return self._plain(job)
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +116,7 @@ class KubeApi:
                 existing = self.get_job(namespace, job["metadata"]["name"])
                 if existing is not None:
                     return existing
-            raise _describe(exc, f"creating Job {namespace}/{job['metadata']['name']}") from exc
+            raise describe_refusal(exc, f"creating Job {namespace}/{job['metadata']['name']}") from exc
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
@@ -94,13 +124,13 @@ class KubeApi:
             self._batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground")
         except ApiException as exc:
             if exc.status != 404:
-                raise _describe(exc, f"deleting Job {namespace}/{name}") from exc
+                raise describe_refusal(exc, f"deleting Job {namespace}/{name}") from exc
 
     def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         try:
             pods = self._core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
         except ApiException as exc:
-            raise _describe(exc, f"listing the pods of Job {namespace}/{job_name}") from exc
+            raise describe_refusal(exc, f"listing the pods of Job {namespace}/{job_name}") from exc
         return [self._plain(p) for p in pods.items]
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -108,7 +138,7 @@ class KubeApi:
         try:
             secret = self._core.read_namespaced_secret(name, namespace)
         except ApiException as exc:
-            raise _describe(exc, f"reading Secret {namespace}/{name} (spec.kafka.configFrom)") from exc
+            raise describe_refusal(exc, f"reading Secret {namespace}/{name} (spec.kafka.configFrom)") from exc
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     def _plain(self, obj: Any) -> dict[str, Any]:
@@ -123,8 +153,13 @@ class AsyncKubeApi:
     def __init__(self, api: KubeApi) -> None:
         self.sync = api
 
-    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await asyncio.to_thread(self.sync.replace_status, namespace, name, status)
+    async def read_stream(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.sync.read_stream, namespace, name)
+
+    async def replace_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.replace_status, namespace, name, status, resource_version)
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.sync.get_job, namespace, name)
