@@ -113,9 +113,9 @@ class StatusStore:
         self._written = _without_clock(status)
 
     async def flush(self) -> None:
-        """Write conditions and lag changed since the last save (nothing before the state was read)."""
-        if self.state is not None:
-            await self.save(self.state)
+        """Write conditions and lag changed since the last save. Before the first batch too: an
+        invalid spec's condition must reach the status although no state was ever loaded."""
+        await self.save(self.state if self.state is not None else await self.load())
 
     def note(self, event: Event) -> KubeEvent | None:
         """Fold an event into conditions and phase; the Kubernetes event to post, if any."""
