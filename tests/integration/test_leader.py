@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
@@ -306,7 +307,13 @@ def free_port() -> int:
 
 
 def test_two_installs_with_different_leases_fence_each_other_and_commit_every_batch_once(
-    kube: Kube, kafka: KafkaBroker, crd: str, namespace: str, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    crd: str,
+    namespace: str,
+    host_volumes: HostVolumes,
+    topic_name: str,
+    tmp_path: Path,
 ):
     """Both operators lead (each its own Lease): only the resourceVersion preconditions stand
     between them. The loser of each race is fenced and starts again from the stored state, so
@@ -327,12 +334,18 @@ def test_two_installs_with_different_leases_fence_each_other_and_commit_every_ba
             wait_until(f"{process.identity} to lead", lambda p=process: " leads: " in p.log(), 60)
         kafka.create_topic(topic_name, partitions=2)
         kafka.produce(topic_name, 400, partitions=2)
-        out = tmp_path / "out"
+        # The files go to a PersistentVolumeClaim (a jsonl directory on no volume is InvalidSpec here).
+        host_volumes.provide(namespace, "out", tmp_path / "volume")
+        out = tmp_path / "volume" / "out"
         spec = {
             "topics": [topic_name],
             "batchInterval": "1s",
             "rate": {"maxPerPartition": 100},
-            "processor": {"sink": "jsonl", "options": {"directory": str(out)}},
+            "executors": {
+                "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
+                "volumeMounts": [{"name": "out", "mountPath": "/data"}],
+            },
+            "processor": {"sink": "jsonl", "options": {"directory": "/data/out"}},
         }
         kube.kubectl("apply", "-f", "-", input=stream_manifest("twice", namespace, kafka.bootstrap, spec))
         for _ in range(4):
