@@ -197,7 +197,7 @@ def test_the_operator_without_executor_image_runs_the_image_of_its_version(
     assert operator.executor_image is None  # started as users start it: no --executor-image
     version = importlib.metadata.version("directstream")
     image = default_executor_image(DEFAULT_EXECUTOR_REPOSITORY, version)
-    assert image == f"ghcr.io/directstream/executor:{version}"
+    assert image == f"directstream/executor:{version}"
     kafka.create_topic(topic_name, partitions=1)
     kafka.produce(topic_name, 20)
     # A sink slow enough that the running Job can be looked at.

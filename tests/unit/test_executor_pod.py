@@ -384,7 +384,7 @@ def test_other_sinks_need_no_volume() -> None:
 
 def test_the_default_image_is_the_repository_at_the_version() -> None:
     assert (
-        default_executor_image(DEFAULT_EXECUTOR_REPOSITORY, "0.1.0") == "ghcr.io/directstream/executor:0.1.0"
+        default_executor_image(DEFAULT_EXECUTOR_REPOSITORY, "0.1.0") == "directstream/executor:0.1.0"
     )
     assert (
         default_executor_image("reg:5000/x/executor", "0.2.0+g12ab.dirty")
@@ -401,7 +401,7 @@ def test_the_operator_defaults_to_the_executor_image_of_its_version(monkeypatch:
 
     monkeypatch.delenv("DIRECTSTREAM_EXECUTOR_IMAGE", raising=False)
     monkeypatch.delenv("DIRECTSTREAM_EXECUTOR_REPOSITORY", raising=False)
-    assert resolved() == f"ghcr.io/directstream/executor:{version}"
+    assert resolved() == f"directstream/executor:{version}"
     assert resolved("--executor-repository", "reg.local/exec") == f"reg.local/exec:{version}"
     assert resolved("--executor-image", "reg.local/exec@sha256:ab") == "reg.local/exec@sha256:ab"
 

@@ -45,7 +45,7 @@ __all__ = [
 # that the kubelet can check runAsNonRoot without the image's /etc/passwd.
 EXECUTOR_UID = 10001
 # Where release images live; the chart passes its executors.image.repository instead.
-DEFAULT_EXECUTOR_REPOSITORY = "ghcr.io/directstream/executor"
+DEFAULT_EXECUTOR_REPOSITORY = "directstream/executor"
 SCRATCH_PATH = "/tmp"
 SCRATCH_SIZE_LIMIT = "1Gi"  # an executor streams records through; it keeps no data of its own
 
