@@ -2,10 +2,9 @@
 
 Layout: ``<directory>/<topic>/<partition>/<from:020d>-<until:020d>.jsonl``, one JSON object per
 record (encoding in :mod:`directstream.executor.records`; each chunk is encoded in one call and
-written as one block of UTF-8 bytes). The file is written under a hidden
-temporary name in the same directory (``.<from>-<until>.jsonl.<random>.tmp``), fsynced, then renamed
-over the final name and the directory fsynced. So a retried range replaces its file instead of
-duplicating it, and a killed executor never leaves a partial file at the final name.
+written as one block of UTF-8 bytes). The file appears only when
+complete (:mod:`directstream.executor.processors.durable_file`): a retried range replaces its file
+instead of duplicating it, and a killed executor never leaves a partial file at the final name.
 
 A range with no records (empty, or only gaps) still gets its (empty) file: the file's existence
 says the range was processed.
@@ -19,14 +18,14 @@ does not fill with output nobody reads back.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from directstream.executor.contract import OffsetRange
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors.base import BaseProcessor
+from directstream.executor.processors.durable_file import DurableFile
 from directstream.executor.records import KafkaRecord, encode_json_lines
 
 
@@ -40,43 +39,19 @@ WRITEBACK_BYTES = 32 << 20
 _fadvise = getattr(os, "posix_fadvise", None)
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _RangeFile:
+class _RangeFile(DurableFile):
     def __init__(self, final: Path) -> None:
-        self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-        self.temp = Path(name)
-        # A chunk's block (~1.5 MB for 10,000 small records) goes straight to the file; the buffer
-        # only gathers small chunks.
-        self.file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
+        super().__init__(final)
         self._unsynced = 0
 
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
+    def write(self, data: bytes) -> int:
+        written = super().write(data)
         self._unsynced += len(data)
         if self._unsynced >= WRITEBACK_BYTES and _fadvise is not None:
             self._unsynced = 0
             self.file.flush()
             _fadvise(self.file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.temp, self.final)
-        _fsync_directory(self.final.parent)
-
-    def discard(self) -> None:
-        self.file.close()
-        self.temp.unlink(missing_ok=True)
+        return written
 
 
 class JsonlProcessor(BaseProcessor):

@@ -23,13 +23,13 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from directstream.executor.contract.parquet import ParquetOptions
 from directstream.executor.errors import ConfigurationError
+from directstream.executor.processors.durable_file import DurableFile
 
 log = logging.getLogger(__name__)
 
@@ -59,52 +59,11 @@ class Store(Protocol):
 # -- a directory -------------------------------------------------------------------------------------
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class FileTarget:
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed attempt
-            stale.unlink(missing_ok=True)
-        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-        self.temp = Path(name)
-        self.file: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        if self.closed:  # discarded: the writer's last bytes go nowhere
-            return len(data)
-        return self.file.write(data)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        self.closed = True
-        os.replace(self.temp, self.final)
-        _fsync_directory(self.final.parent)
-
-    def discard(self) -> None:
-        self.file.close()
-        self.closed = True
-        self.temp.unlink(missing_ok=True)
-
-
 class DirectoryStore:
     """Files under a directory; a target's key is its whole path (``ParquetOptions.key``)."""
 
     def target(self, key: str) -> Target:
-        return FileTarget(Path(key))
+        return DurableFile(Path(key))
 
     def close(self) -> None:
         return None
