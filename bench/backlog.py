@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from directstream.executor.contract import OffsetRange
+from directstream.executor.contract import KafkaClientSettings, OffsetRange, ProcessorSettings, WorkUnit
+from directstream.executor.processors import build_processor
+from directstream.executor.runner import run_unit
 
 
 def make_backlog(
@@ -50,3 +53,23 @@ def make_backlog(
         ranges.append(OffsetRange(topic, partition, low, high))
     probe.close()
     return ranges
+
+
+def unit_rate(
+    bootstrap: str, stream: str, ranges: list[OffsetRange], sink: str, options: dict[str, Any], batch: int
+) -> float:
+    """Records per second of one work unit over ``ranges`` into ``sink``, run in this process."""
+    unit = WorkUnit(
+        stream=stream,
+        batch_id=batch,
+        attempt=1,
+        index=0,
+        ranges=tuple(ranges),
+        kafka=KafkaClientSettings(bootstrap),
+        processor=ProcessorSettings(sink, options),
+    )
+    started = time.monotonic()
+    result = run_unit(unit, build_processor(unit.processor, unit))
+    seconds = time.monotonic() - started
+    assert result.ok, result.error
+    return result.records / seconds

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import uuid
 from typing import Any
 
 import psycopg
-from backlog import make_backlog
+from backlog import make_backlog, unit_rate
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from directstream.executor.contract import KafkaClientSettings, OffsetRange, ProcessorSettings, WorkUnit
+from directstream.executor.contract import OffsetRange
 from directstream.executor.offset_store_postgres import seed_offsets
-from directstream.executor.processors import build_processor
-from directstream.executor.runner import run_unit
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> str:
@@ -38,25 +35,6 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> str:
 
 def prepare(bootstrap: str, records: int, size: int, partitions: int) -> list[OffsetRange]:
     return make_backlog(bootstrap, "bench-eos", records, size, partitions, keyed=True)
-
-
-def measure(
-    bootstrap: str, ranges: list[OffsetRange], sink: str, options: dict[str, Any], batch: int
-) -> float:
-    unit = WorkUnit(
-        stream="bench-eos",
-        batch_id=batch,
-        attempt=1,
-        index=0,
-        ranges=tuple(ranges),
-        kafka=KafkaClientSettings(bootstrap),
-        processor=ProcessorSettings(sink, options),
-    )
-    started = time.monotonic()
-    result = run_unit(unit, build_processor(unit.processor, unit))
-    seconds = time.monotonic() - started
-    assert result.ok, result.error
-    return result.records / seconds
 
 
 def main() -> None:
@@ -90,7 +68,7 @@ def main() -> None:
                 ("postgres", "postgres", {"table": table, "offsetsTable": offsets}),
             ]
             for name, sink, options in sinks:
-                rate = measure(args.bootstrap, ranges, sink, options, batch=round_)
+                rate = unit_rate(args.bootstrap, "bench-eos", ranges, sink, options, batch=round_)
                 best[name] = max(best.get(name, 0.0), rate)
                 print(f"round {round_}: {name:<20} {rate:>12,.0f} records/s")
     finally:

@@ -16,16 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from backlog import make_backlog
-
-from directstream.executor.contract import KafkaClientSettings, OffsetRange, ProcessorSettings, WorkUnit
-from directstream.executor.processors import build_processor
-from directstream.executor.runner import run_unit
+from backlog import make_backlog, unit_rate
 
 PAGES = [b"/", b"/search", b"/cart", b"/checkout", b"/product/%d"]
 
@@ -39,25 +34,6 @@ def click(i: int, size: int) -> bytes:
         1_800_000_000_000 + i * 7,
     )
     return doc + b"x" * max(0, size - len(doc) - 2) + b'"}'
-
-
-def measure(
-    bootstrap: str, ranges: list[OffsetRange], sink: str, options: dict[str, Any], batch: int
-) -> float:
-    unit = WorkUnit(
-        stream="bench-parquet",
-        batch_id=batch,
-        attempt=1,
-        index=0,
-        ranges=tuple(ranges),
-        kafka=KafkaClientSettings(bootstrap),
-        processor=ProcessorSettings(sink, options),
-    )
-    started = time.monotonic()
-    result = run_unit(unit, build_processor(unit.processor, unit))
-    seconds = time.monotonic() - started
-    assert result.ok, result.error
-    return result.records / seconds
 
 
 def directory_bytes(path: Path) -> int:
@@ -113,7 +89,7 @@ def main() -> None:
                 ),
             ]
             for name, sink, options in sinks:
-                rate = measure(args.bootstrap, ranges, sink, options, batch=round_)
+                rate = unit_rate(args.bootstrap, "bench-parquet", ranges, sink, options, batch=round_)
                 best[name] = max(best.get(name, 0.0), rate)
                 print(f"round {round_}: {name:<20} {rate:>12,.0f} records/s")
             written = {
