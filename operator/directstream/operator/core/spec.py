@@ -70,6 +70,8 @@ STOP_AT: tuple[StopAt, ...] = ("never", "latest")
 RESET_TO: tuple[ResetTo, ...] = ("earliest", "latest", "timestamp", "offsets")
 STARTING_OFFSETS: tuple[str, ...] = ("earliest", "latest")  # or {timestamp: ...} / {offsets: ...}
 MAX_EXECUTORS = 1000
+ExecutorMode = Literal["job", "pool"]
+EXECUTOR_MODES: tuple[ExecutorMode, ...] = ("job", "pool")
 MAX_RESET_ID_LENGTH = 63
 
 # Kafka's own internal topics; like the Java consumer (exclude.internal.topics), a pattern never selects them.
@@ -133,7 +135,9 @@ class RateSpec:
 
 @dataclass(frozen=True)
 class ExecutorsSpec:
+    mode: ExecutorMode = "job"  # job: a process/Job per attempt; pool: warm executors (local mode only)
     max: int = 4
+    min: int = 1  # pool: fewest executors kept (the pool keeps max in this version)
     max_records: int = 0  # split a range above this many records; 0 = never split
     image: str = ""
     timeout_seconds: float = 600.0  # a batch's Job activeDeadlineSeconds
@@ -437,7 +441,9 @@ def _read_rate(s: Section, d: RateSpec) -> RateSpec:
 def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
     volumes = spec_pod.read_volumes(s)
     executors = ExecutorsSpec(
+        mode=s.choice("mode", d.mode, EXECUTOR_MODES),
         max=s.integer("max", d.max, minimum=1, maximum=MAX_EXECUTORS),
+        min=s.integer("min", d.min, minimum=1, maximum=MAX_EXECUTORS),
         max_records=s.integer("maxRecords", d.max_records, minimum=0),
         image=s.string("image", d.image),
         timeout_seconds=read_duration(s, "timeout", d.timeout_seconds),
@@ -458,6 +464,8 @@ def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
         image_pull_secrets=spec_pod.read_image_pull_secrets(s),
         affinity=spec_pod.read_affinity(s),
     )
+    if executors.min > executors.max:
+        s.problems.add(s.at("min"), f"must not exceed executors.max ({executors.max}), got {executors.min}")
     s.close()
     return executors
 
