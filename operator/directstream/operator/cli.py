@@ -102,6 +102,8 @@ async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: Progre
             printer.close()
             print("aborted; the batch's plan is recorded and resumes on the next run", file=sys.stderr)
             return 130
+        finally:
+            await driver.close()
         printer.close()
         state = await lock.load()
         total = sum(e.records for e in state.ledger)

@@ -81,6 +81,12 @@ class Driver:
         self._deferred: tuple[int, str] | None = None  # the deferred spec change already reported
         self.latest: dict[TopicPartition, int] = {}
 
+    async def close(self) -> None:
+        """Release what the launcher keeps between batches (a pool's warm executors)."""
+        close = getattr(self._launcher, "close", None)
+        if close is not None:
+            await close()
+
     # -- start-up ---------------------------------------------------------------------------
 
     async def load_state(self) -> StreamState:
