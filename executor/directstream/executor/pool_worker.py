@@ -115,6 +115,7 @@ class Worker:
         self.options = options
         self.stop = stop
         self.newest = (-1, -1)
+        self.busy = False  # running a unit: a stop aborts its ranges instead of exiting at once
 
     def serve(self) -> None:
         backoff = 0.1
@@ -147,9 +148,11 @@ class Worker:
         self.newest = (unit.batch_id, unit.attempt)
         renewer = Renewer(self.client, lease_id, float(answer.get("leaseSeconds", 30.0)))
         renewer.start()
+        self.busy = True
         try:
             result = self.run(unit, renewer)
         finally:
+            self.busy = False
             renewer.finished.set()
         if renewer.revoked.is_set():
             log.warning("lease %s was revoked: result of unit %d not sent", lease_id, unit.index)
@@ -199,14 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bad input: $%s is not set", ENV_POOL_TOKEN)
         return 2
     stop = threading.Event()
+    options = ReaderOptions(chunk_size=args.chunk_size, stall_timeout=args.stall_timeout)
+    worker = Worker(Client(args.url, token, args.executor_id), args.stream, options, stop)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        if not worker.busy:  # idle (in a long poll): nothing to abort, so do not wait for the poll
+            raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    options = ReaderOptions(chunk_size=args.chunk_size, stall_timeout=args.stall_timeout)
-    Worker(Client(args.url, token, args.executor_id), args.stream, options, stop).serve()
+    worker.serve()
     return 0
 
 

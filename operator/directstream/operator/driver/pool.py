@@ -94,8 +94,7 @@ class PoolLauncher:
     async def close(self) -> None:
         """Stop every executor and the transport (the driver's run ended)."""
         self._settings = None
-        for executor_id in sorted(self._processes.alive()):
-            await self._processes.stop(executor_id)
+        await self._stop_all()
         await self._transport.close()
 
     # -- PoolBackend (called by the transport) -------------------------------------------------------
@@ -132,12 +131,14 @@ class PoolLauncher:
         if settings != self._settings:
             if self._settings is not None:
                 log.info("the pinned executor settings changed: replacing the pool")
-            for executor_id in sorted(self._processes.alive()):
-                await self._processes.stop(executor_id)
+            await self._stop_all()
             self._settings = settings
             self._generation += 1
         for _ in range(settings.max - len(self._processes.alive())):
             await self._start_one()
+
+    async def _stop_all(self) -> None:
+        await asyncio.gather(*(self._processes.stop(e) for e in sorted(self._processes.alive())))
 
     async def _start_one(self) -> None:
         if self._settings is None:
