@@ -25,6 +25,8 @@ import urllib.request
 from types import FrameType
 from typing import Any
 
+from confluent_kafka import Consumer, KafkaException
+
 from directstream.executor.contract import ContractError, ExecutorResult, WorkUnit
 from directstream.executor.contract.pool import (
     ENV_POOL_TOKEN,
@@ -76,6 +78,44 @@ class Client:
             raise OSError(f"driver answered {exc.code} to {path}: {exc.read()[:200]!r}") from exc
 
 
+class ReusedConsumer:
+    """A consumer kept across units with the same settings (no reconnect per unit). The reader
+    ``assign``s it afresh for each unit; its ``close`` only clears the unit's assignment."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)
+
+    def close(self) -> None:
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)  # a paused partition must not stay paused for the next unit
+        self.consumer.unassign()
+
+
+class ConsumerCache:
+    """The last unit's consumer, reused while the settings (all but ``client.id``) stay the same."""
+
+    def __init__(self) -> None:
+        self.key: tuple[tuple[str, str], ...] | None = None
+        self.consumer: ReusedConsumer | None = None
+
+    def __call__(self, config: dict[str, Any]) -> ReusedConsumer:
+        key = tuple(sorted((k, repr(v)) for k, v in config.items() if k != "client.id"))
+        if self.consumer is None or key != self.key:
+            self.drop()
+            self.key, self.consumer = key, ReusedConsumer(Consumer(config))
+        return self.consumer
+
+    def drop(self) -> None:
+        """Close it for good (settings changed, or a unit failed: start the next one clean)."""
+        if self.consumer is not None:
+            self.consumer.consumer.close()
+        self.key, self.consumer = None, None
+
+
 class Renewer(threading.Thread):
     """Renews one lease until told to stop; ``lost`` says the unit must stop."""
 
@@ -115,6 +155,7 @@ class Worker:
         self.options = options
         self.stop = stop
         self.newest = (-1, -1)
+        self.consumers = ConsumerCache()
         self.busy = False  # running a unit: a stop aborts its ranges instead of exiting at once
 
     def serve(self) -> None:
@@ -171,11 +212,24 @@ class Worker:
     def run(self, unit: WorkUnit, renewer: Renewer) -> ExecutorResult:
         try:
             processor = build_processor(unit.processor, unit)
-            return run_unit(unit, processor, self.options, lambda: self.stop.is_set() or renewer.lost())
+            result = run_unit(
+                unit,
+                processor,
+                self.options,
+                lambda: self.stop.is_set() or renewer.lost(),
+                consumer_factory=self.consumers,
+            )
         except ConfigurationError as exc:
-            return ExecutorResult(
+            result = ExecutorResult(
                 unit.batch_id, unit.attempt, unit.index, ok=False, error=str(exc), digest=unit.digest
             )
+        except KafkaException as exc:
+            result = ExecutorResult(
+                unit.batch_id, unit.attempt, unit.index, ok=False, error=f"Kafka: {exc}", digest=unit.digest
+            )
+        if not result.ok:
+            self.consumers.drop()
+        return result
 
     def _send(self, path: str, body: dict[str, Any]) -> None:
         try:
