@@ -124,7 +124,10 @@ async def latency(bootstrap: str, topic: str, mode: str, seconds: float) -> list
         producer.flush(10)
 
     async def stopper() -> None:
-        await asyncio.sleep(3)  # the pool (or nothing) starts; records before this do not count
+        warm = Producer({"bootstrap.servers": bootstrap})
+        warm.produce(topic, value=b"warm-up", partition=0)  # the first batch starts the pool
+        warm.flush(10)
+        await asyncio.sleep(6)  # records before this do not count
         producing.set()
         thread = threading.Thread(target=produce)
         thread.start()
