@@ -235,6 +235,9 @@ def encode_json_lines(records: Sequence[KafkaRecord], range_: OffsetRange | None
     partition are taken from it."""
     if not records:
         return b""
+    first: Any = records[0]
+    if type(first) is not Message and hasattr(first, "json_object"):  # decoded records (processor.decode)
+        return _encoder.encode_lines([r.json_object() for r in records])  # type: ignore[attr-defined]
     try:
         return _encoder.encode_lines(_json_records(records, range_, optimistic=True))
     except UnicodeDecodeError:  # some key or value is binary: sort the chunk out record by record
