@@ -327,3 +327,37 @@ def test_python_processor_poison_record_fails_under_the_default_policy(
         in run.stderr
     )
     assert state_committed(tmp_path / "state") == {}
+
+
+def test_replay_refeeds_the_dead_letters_once(kafka: KafkaBroker, topic_name: str, tmp_path: Path) -> None:
+    _, bad = produce_mixed(kafka, topic_name)
+    dlq = kafka.create_topic(f"{topic_name}-dlq")
+    fixed = kafka.create_topic(f"{topic_name}-fixed")
+    spec = jsonl_spec(topic_name, tmp_path / "out", onError="deadLetter", deadLetter={"topic": dlq})
+    first = write_stream(tmp_path / "s.yaml", "poisonfirst", kafka.bootstrap, spec)
+    assert (
+        cli(
+            "run", str(first), "--until-caught-up", "--state-dir", str(tmp_path / "st1"), cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    replay_spec = {
+        "topics": [dlq],
+        "maxAttempts": 20,
+        "processor": {
+            "sink": "python",
+            "options": {"entryPoint": "directstream.executor.replay:Replay", "topic": fixed},
+        },
+    }
+    replay = write_stream(tmp_path / "r.yaml", "poisonreplay", kafka.bootstrap, replay_spec)
+    # A small replay may finish before a kill lands; the dead-letter tests above cover the kills.
+    run_with_kills(replay, tmp_path / "st2", tmp_path, kills=2, seed=2, max_pause=0.2)
+    refed = read_committed(kafka.bootstrap, fixed)
+    origins = Counter(dict(m.headers())["directstream.replayed-from"].decode() for m in refed)
+    assert set(origins) == {f"{t}[{p}]@{o}" for t, p, o in bad} and max(origins.values()) == 1
+    assert {m.value() for m in refed} == {value_of(o * PARTITIONS + p) for _, p, o in bad}
+    assert all(
+        not k.startswith("directstream.") or k == "directstream.replayed-from"
+        for m in refed
+        for k, _ in m.headers()
+    )
