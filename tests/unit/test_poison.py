@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from directstream.executor.contract import OffsetRange, PoisonPolicy, ProcessorSettings, WorkUnit
 from directstream.executor.contract.kafka import KafkaClientSettings
@@ -17,9 +19,12 @@ from directstream.executor.errors import RangeFailedError
 from directstream.executor.poison import PoisonGuard, dead_letter, guarded
 from directstream.executor.processors.base import BaseProcessor
 from directstream.executor.records import KafkaRecord, encode_json_lines
+from directstream.operator.core import events as ev
 from directstream.operator.core.pinning import pin
 from directstream.operator.core.planning import BatchPlan
 from directstream.operator.core.spec import SpecError, parse_spec
+from directstream.operator.kubectl_plugin import render_status
+from directstream.operator.metrics import OperatorMetrics, record_event
 from tests.crd_support import node_at
 
 RANGE = OffsetRange("t", 0, 0, 10)
@@ -161,3 +166,38 @@ def test_a_dead_letter_keeps_the_original_bytes_and_says_what_happened() -> None
         "directstream.batch": b"7",
         "directstream.attempt": b"2",
     }
+
+
+def test_metrics_count_skipped_and_dead_lettered_records() -> None:
+    metrics = OperatorMetrics(CollectorRegistry())
+    committed = ev.Committed(message="", records=10, bytes=1, seconds=1.0, lag=0, attempts=1)
+    record_event(metrics, "ns", "s", replace(committed, skipped=2, dead_lettered=3))
+    record_event(metrics, "ns", "s", replace(committed, dead_lettered=1))
+    record_event(metrics, "ns", "s", ev.DeadLettered(message="m", records=1, topic="dlq"))
+    labels = {"namespace": "ns", "stream": "s"}
+    assert metrics.registry.get_sample_value("directstream_skipped_records_total", labels) == 2
+    assert metrics.registry.get_sample_value("directstream_dead_lettered_records_total", labels) == 4
+    assert (
+        metrics.registry.get_sample_value("directstream_warnings_total", {**labels, "kind": "dead-lettered"})
+        == 1
+    )
+
+
+def test_the_plugin_shows_the_policy_and_the_totals() -> None:
+    entry = {"batch": 3, "attempts": 1, "partitions": 1, "records": 30, "bytes": 1, "seconds": 1.0}
+    obj = {
+        "metadata": {"name": "s", "namespace": "ns"},
+        "spec": spec_with(
+            {"onError": "deadLetter", "deadLetter": {"topic": "s-dlq"}, "decode": {"value": "json"}}
+        ),
+        "status": {
+            "version": 1,
+            "history": [{**entry, "committedAt": 1.0, "deadLettered": 4}],
+            "recordsTotal": 30,
+            "deadLetteredTotal": 4,
+        },
+    }
+    text = render_status(obj)
+    assert "On error:   onError deadLetter to s-dlq; decode value json" in text
+    assert "Poison:     0 skipped, 4 dead-lettered (all time)" in text
+    assert "DEAD-LETTERED" in text
