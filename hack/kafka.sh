@@ -106,12 +106,7 @@ L4J
     -Dlog4j2.configurationFile="$STATE/log4j2.yaml" -Dkafka.logs.dir="$STATE" \
     -cp "$cp" kafka.Kafka "$STATE/server.properties" >"$STATE/kafka.log" 2>&1 </dev/null &
   echo $! >"$STATE/pid"
-  local deadline=$((SECONDS + 60))
-  until answers; do
-    pid_alive "$STATE/pid" || { tail -30 "$STATE/kafka.log" >&2; die "Kafka exited during start"; }
-    [ $SECONDS -ge $deadline ] && { tail -30 "$STATE/kafka.log" >&2; die "Kafka did not answer within 60s"; }
-    sleep 0.5
-  done
+  await_server Kafka "$STATE/pid" "$STATE/kafka.log" 60 answers
   log "Kafka is up at $(bootstrap)"
 }
 

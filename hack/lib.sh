@@ -47,6 +47,18 @@ wait_for() {
   done
 }
 
+# await_server NAME PIDFILE LOGFILE SECONDS CHECK...: wait until CHECK succeeds; show the log's tail
+# and fail if the server exits or does not answer in time.
+await_server() {
+  local name=$1 pidfile=$2 logfile=$3 secs=$4; shift 4
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    pid_alive "$pidfile" || { tail -30 "$logfile" >&2; die "$name exited during start"; }
+    [ $SECONDS -ge $deadline ] && { tail -30 "$logfile" >&2; die "$name did not answer within ${secs}s"; }
+    sleep 0.3
+  done
+}
+
 # free_port: an unused TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -78,12 +78,7 @@ PROPS
   setsid java -Xmx${S3PROXY_HEAP:-256m} -cp "$LIBS/*" org.gaul.s3proxy.Main --properties "$STATE/s3proxy.properties" \
     >"$STATE/s3proxy.log" 2>&1 </dev/null &
   echo $! >"$STATE/pid"
-  local deadline=$((SECONDS + 60))
-  until answers; do
-    pid_alive "$STATE/pid" || { tail -30 "$STATE/s3proxy.log" >&2; die "S3Proxy exited during start"; }
-    [ $SECONDS -ge $deadline ] && { tail -30 "$STATE/s3proxy.log" >&2; die "S3Proxy did not answer within 60s"; }
-    sleep 0.3
-  done
+  await_server S3Proxy "$STATE/pid" "$STATE/s3proxy.log" 60 answers
   log "S3Proxy is up at $(endpoint) (bucket $BUCKET)"
 }
 

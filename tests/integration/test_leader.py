@@ -318,9 +318,10 @@ def test_two_installs_with_different_leases_fence_each_other_and_commit_every_ba
     """Both operators lead (each its own Lease): only the resourceVersion preconditions stand
     between them. The loser of each race is fenced and starts again from the stored state, so
     every batch is committed once: consecutive batch ids, recordsTotal equal to the records, the
-    status equal to the Kafka group. (An attempt may still run twice here: the one that commits
-    deletes its Job before its commit, and the other then retries; the jsonl sink replaces its
-    range files, so the output is checked for completeness, not for single processing.)"""
+    status equal to the Kafka group. (A range may still be processed twice here: each install
+    drives as if alone until its conditional write is refused, so both may run an attempt; the
+    jsonl sink replaces its range files, so the output is checked for completeness, not for single
+    processing. Two installs over one namespace are a misconfiguration; one install is the contract.)"""
     operators = [
         OperatorProcess(
             kube, [namespace], tmp_path / f"install-{tag}.log", [f"--leader-elect-resource-name={tag}"]
