@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from directstream.executor.contract.poison import DecodeFormat, PoisonPolicy
-from directstream.executor.records import Headers, KafkaRecord, record_to_json
+from directstream.executor.records import Headers, KafkaRecord, header_entry, put_bytes
 
 
 class DecodeError(ValueError):
@@ -115,20 +116,34 @@ class DecodedRecord:
         return self.message.value()
 
     def json_object(self) -> dict[str, Any]:
-        base = record_to_json(self.message)
-        doc = {name: base[name] for name in ("topic", "partition", "offset", "timestamp")}
-        for side, chosen, decoded in (
-            ("key", self._key_format, self._key),
-            ("value", self._value_format, self._value),
-        ):
-            if chosen is None:
-                doc.update({k: base[k] for k in (side, side + "Base64") if k in base})
-            elif chosen == "bytes" and decoded is not None:
-                doc[side + "Base64"] = base64.b64encode(decoded).decode("ascii")
-            else:
-                doc[side] = decoded
-        doc["headers"] = base["headers"]
+        message = self.message
+        kind, at = message.timestamp()
+        doc: dict[str, Any] = {
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+            "timestamp": None if kind == TIMESTAMP_NOT_AVAILABLE else at,
+        }
+        _put_side(doc, "key", self._key_format, self._key, message.key())
+        _put_side(doc, "value", self._value_format, self._value, message.value())
+        headers = message.headers()
+        if headers:
+            pairs = headers.items() if isinstance(headers, dict) else headers
+            doc["headers"] = [header_entry(name, data) for name, data in pairs]
+        else:
+            doc["headers"] = []
         return doc
+
+
+def _put_side(
+    doc: dict[str, Any], side: str, chosen: DecodeFormat | None, decoded: Any, raw: bytes | None
+) -> None:
+    if chosen is None:
+        put_bytes(doc, side, raw)  # the usual rule: text when UTF-8, else base64
+    elif chosen == "bytes" and decoded is not None:
+        doc[side + "Base64"] = base64.b64encode(decoded).decode("ascii")
+    else:
+        doc[side] = decoded
 
 
 def original(record: KafkaRecord) -> KafkaRecord:
