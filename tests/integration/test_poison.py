@@ -169,6 +169,7 @@ def test_skip_outputs_every_good_record_once_and_counts_the_rest(
     )
     run = cli("run", str(manifest), "--until-caught-up", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    assert "skipped, 0 dead-lettered" in run.stderr, "the run says which batches dropped records"
     seen = jsonl_offsets(out)
     assert set(seen) == good and max(seen.values()) == 1
     line = sorted((out / topic_name / "0").glob("*.jsonl"))[0].read_text().splitlines()[0]

@@ -30,7 +30,7 @@ from ..core.state import LedgerEntry, StreamState
 from ..core.status import lag_of
 from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
-from .outcomes import BatchFailed, Step, dead_letter_event, describe_failures
+from .outcomes import BatchFailed, Step, dead_letter_event, describe_failures, poison_note
 from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
 from .topics import (
@@ -355,7 +355,7 @@ class Driver:
         self._observe(
             ev.Committed(
                 message=f"batch {plan.batch_id} committed: {records} records in "
-                f"{entry.seconds:.2f}s, lag {lag}",
+                f"{entry.seconds:.2f}s, lag {lag}{poison_note(entry)}",
                 batch_id=plan.batch_id,
                 records=records,
                 bytes=entry.bytes,

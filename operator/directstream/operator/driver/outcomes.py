@@ -124,3 +124,10 @@ def dead_letter_event(entry: LedgerEntry, pending: PendingBatch, spec: StreamSpe
         records=entry.dead_lettered,
         topic=topic,
     )
+
+
+def poison_note(entry: LedgerEntry) -> str:
+    """The committed message's tail for a batch that dropped poison records."""
+    if not (entry.skipped or entry.dead_lettered):
+        return ""
+    return f"; poison records: {entry.skipped} skipped, {entry.dead_lettered} dead-lettered"
