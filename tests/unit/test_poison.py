@@ -3,6 +3,7 @@ policies on records built by hand (the broker-backed behaviour is in tests/integ
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -11,7 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from directstream.executor.contract import OffsetRange, PoisonPolicy, ProcessorSettings, WorkUnit
+from directstream.executor.contract import (
+    ExecutorResult,
+    OffsetRange,
+    PoisonPolicy,
+    ProcessorSettings,
+    WorkUnit,
+)
 from directstream.executor.contract.kafka import KafkaClientSettings
 from directstream.executor.contract.poison import DECODE_FORMATS, ON_ERROR, parse_poison
 from directstream.executor.decoding import DecodedRecord, RecordDecoder
@@ -23,8 +30,10 @@ from directstream.operator.core import events as ev
 from directstream.operator.core.pinning import pin
 from directstream.operator.core.planning import BatchPlan
 from directstream.operator.core.spec import SpecError, parse_spec
+from directstream.operator.driver import RunMode, run_stream
 from directstream.operator.kubectl_plugin import render_status
 from directstream.operator.metrics import OperatorMetrics, record_event
+from directstream.operator.testing import FakeKafka, MemoryHost, succeed
 from tests.crd_support import node_at
 
 RANGE = OffsetRange("t", 0, 0, 10)
@@ -201,3 +210,38 @@ def test_the_plugin_shows_the_policy_and_the_totals() -> None:
     assert "On error:   onError deadLetter to s-dlq; decode value json" in text
     assert "Poison:     0 skipped, 4 dead-lettered (all time)" in text
     assert "DEAD-LETTERED" in text
+
+
+def test_the_driver_counts_dead_letters_in_the_ledger_status_and_one_event_per_batch() -> None:
+    kafka = FakeKafka({("t", 0): 30})
+    processor = {"sink": "count", "onError": "deadLetter", "deadLetter": {"topic": "t-dlq"}}
+    stream = parse_spec(
+        "clicks",
+        {
+            "kafka": {"bootstrapServers": "fake:9092"},
+            "topics": ["t"],
+            "rate": {"maxPerPartition": 2},  # 10 per batch at the default 5 s interval: 3 batches
+            "processor": processor,
+        },
+    )
+    host = MemoryHost(stream, kafka=kafka)
+
+    def script(unit: WorkUnit) -> ExecutorResult:
+        # Batch 2 dead-letters two records; the others have none.
+        return replace(succeed(unit), dead_lettered=2 if unit.batch_id == 2 else 0, skipped=1)
+
+    host.launcher.script = script
+    host.mode = RunMode.UNTIL_CAUGHT_UP
+    outcome = asyncio.run(run_stream(host, RunMode.UNTIL_CAUGHT_UP, host.settings, clock=host.clock))
+    assert outcome.ok
+    state = host.store.state
+    assert [(e.batch_id, e.skipped, e.dead_lettered) for e in state.ledger] == [
+        (1, 1, 0),
+        (2, 1, 2),
+        (3, 1, 0),
+    ]
+    assert (state.skipped_total, state.dead_lettered_total) == (3, 2)
+    (event,) = host.of_type(ev.DeadLettered)
+    assert event.batch_id == 2 and "t-dlq" in event.message and event.warning
+    committed = [e for e in host.of_type(ev.Committed) if isinstance(e, ev.Committed)]
+    assert [(e.skipped, e.dead_lettered) for e in committed] == [(1, 0), (1, 2), (1, 0)]
