@@ -128,6 +128,23 @@ def test_bad_policy_fields_name_their_path(processor: dict[str, Any], path: str)
     assert path in {p.path for p in caught.value.problems}, caught.value
 
 
+def test_a_dead_letter_topic_the_stream_reads_is_refused() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec("s", spec_with({"onError": "deadLetter", "deadLetter": {"topic": "t"}}))
+    assert "one of the topics this stream reads" in str(caught.value)
+    pattern = {
+        **spec_with({"onError": "deadLetter", "deadLetter": {"topic": "t-dlq"}}),
+        "topicPattern": "t.*",
+    }
+    del pattern["topics"]
+    with pytest.raises(SpecError):
+        parse_spec("s", pattern)
+    elsewhere = {"topic": "t", "bootstrapServers": "other:9092"}
+    assert parse_spec(
+        "s", spec_with({"onError": "deadLetter", "deadLetter": elsewhere})
+    ).processor.poison.dead_letter
+
+
 def test_default_policy_leaves_the_processor_unwrapped_and_the_json_unchanged() -> None:
     inner = Collect()
     assert guarded(inner, PoisonPolicy(), UNIT, "count") is inner

@@ -31,7 +31,7 @@ from directstream.operator.core.spec_fields import (
     timestamp_millis,
     type_name,
 )
-from directstream.operator.core.spec_poison import read_poison
+from directstream.operator.core.spec_poison import check_dead_letter_loop, read_poison
 
 __all__ = [
     "API_VERSION",
@@ -297,6 +297,7 @@ def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
             s.at("offsets.store"),
             "postgres keeps offsets in the postgres sink's table: needs processor.sink: postgres",
         )
+    check_dead_letter_loop(stream, s.problems)
     s.close()
     return stream
 

@@ -8,7 +8,7 @@ from typing import Any
 from directstream.executor.contract import PoisonOptionsError, PoisonPolicy, parse_poison
 from directstream.executor.contract.poison import DEAD_LETTER_OPTIONS
 
-from .spec_fields import Section, check_topic_name, join
+from .spec_fields import Problems, Section, check_topic_name, join
 
 
 def read_poison(s: Section) -> PoisonPolicy:
@@ -35,6 +35,19 @@ def read_poison(s: Section) -> PoisonPolicy:
     if policy.dead_letter is not None:
         check_topic_name(policy.dead_letter.topic, s.at("deadLetter.topic"), s.problems)
     return policy
+
+
+def check_dead_letter_loop(stream: Any, problems: Problems) -> None:
+    """A dead-letter topic the stream itself reads would feed its poison back to it forever."""
+    dead_letter = stream.processor.poison.dead_letter
+    if dead_letter is None or dead_letter.bootstrap_servers is not None:
+        return  # another cluster: its topics are not the stream's
+    if stream.matches_topic(dead_letter.topic):
+        problems.add(
+            "spec.processor.deadLetter.topic",
+            f"{dead_letter.topic!r} is one of the topics this stream reads: its dead letters would come back "
+            "to it as poison again; use another topic",
+        )
 
 
 def describe_policy(policy: PoisonPolicy) -> str:
