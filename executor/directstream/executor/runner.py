@@ -45,6 +45,8 @@ def run_unit(
             error=error,
             failed_at=failed_at,
             digest=unit.digest,
+            skipped=getattr(processor, "skipped", 0),
+            dead_lettered=getattr(processor, "dead_lettered", 0),
         )
 
     try:
