@@ -124,8 +124,13 @@ def test_default_pods_pass_the_restricted_profile_and_have_a_read_only_root() ->
         "readOnlyRootFilesystem": True,
     }
     # The read-only root filesystem leaves /tmp (and $TMPDIR) on an emptyDir for scratch.
-    assert pod["volumes"] == [PVC, {"name": "directstream-tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
-    assert container["volumeMounts"] == [AT_DATA, {"name": "directstream-tmp", "mountPath": "/tmp"}]
+    units = {"name": "directstream-work-units", "configMap": {"name": "clicks-b1-a1-units"}}
+    assert pod["volumes"] == [PVC, {"name": "directstream-tmp", "emptyDir": {"sizeLimit": "1Gi"}}, units]
+    assert container["volumeMounts"] == [
+        AT_DATA,
+        {"name": "directstream-tmp", "mountPath": "/tmp"},
+        {"name": "directstream-work-units", "mountPath": "/var/run/directstream/units", "readOnly": True},
+    ]
     assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
 
 
@@ -210,8 +215,12 @@ def test_a_volume_of_the_users_own_at_tmp_replaces_the_scratch_emptydir() -> Non
         env=[{"name": "TMPDIR", "value": "/tmp/mine"}],
     )
     pod, container = pod_of(doc)["spec"], container_of(doc)
-    assert pod["volumes"] == [PVC, scratch]
-    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/data", "/tmp/"]
+    assert pod["volumes"][:2] == [PVC, scratch]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == [
+        "/data",
+        "/tmp/",
+        "/var/run/directstream/units",
+    ]
     assert [e for e in container["env"] if e["name"] == "TMPDIR"] == [
         {"name": "TMPDIR", "value": "/tmp/mine"}
     ]
@@ -228,6 +237,7 @@ def test_a_volume_of_the_users_own_at_tmp_replaces_the_scratch_emptydir() -> Non
         ),
         ({"volumes": [PVC, PVC]}, "volumes.1.name", "listed twice"),
         ({"volumes": [{"name": "directstream-tmp", "emptyDir": {}}]}, "volumes.0.name", "scratch volume"),
+        ({"volumes": [{"name": "directstream-work-units", "emptyDir": {}}]}, "volumes.0.name", "units"),
         ({"volumes": [{"name": "v"}]}, "volumes.0", "exactly one volume source"),
         ({"volumes": [{"name": "v", "emptyDir": {}, "nfs": {}}]}, "volumes.0", "got emptyDir, nfs"),
         ({"volumes": [{"name": "v", "emptyDri": {}}]}, "volumes.0.emptyDri", "did you mean 'emptyDir'?"),

@@ -28,10 +28,11 @@ from directstream.operator.core.job_results import parse_executor_results, read_
 from directstream.operator.core.manifests import (
     JOB_TTL_SECONDS,
     MAX_JOB_NAME_LENGTH,
-    MAX_WORK_UNITS_ENV_BYTES,
+    MAX_WORK_UNITS_BYTES,
     ManifestError,
     WorkUnitsTooLarge,
     build_executor_job,
+    build_work_units_configmap,
     job_labels,
     job_name,
     job_selector,
@@ -198,7 +199,11 @@ def test_job_shape() -> None:
         assert absent not in pod
     # Restricted by default (tests/unit/test_executor_pod.py has the details).
     assert pod["securityContext"] == DEFAULT_POD_SECURITY_CONTEXT
-    assert pod["volumes"] == [{"name": "directstream-tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    assert pod["volumes"] == [
+        {"name": "directstream-tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "directstream-work-units", "configMap": {"name": "clicks-b7-a2-units"}},
+    ]
+    assert job["spec"]["suspend"] is True  # resumed once the units' ConfigMap exists
     container = container_of(job)
     assert container["name"] == "executor"
     assert container["command"] == ["directstream-executor"]
@@ -206,13 +211,18 @@ def test_job_shape() -> None:
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["securityContext"] == DEFAULT_CONTAINER_SECURITY_CONTEXT
-    assert container["volumeMounts"] == [{"name": "directstream-tmp", "mountPath": "/tmp"}]
+    assert container["volumeMounts"] == [
+        {"name": "directstream-tmp", "mountPath": "/tmp"},
+        {"name": "directstream-work-units", "mountPath": "/var/run/directstream/units", "readOnly": True},
+    ]
     assert "imagePullPolicy" not in container
     env = {entry["name"]: entry for entry in container["env"]}
     assert env["TMPDIR"] == {"name": "TMPDIR", "value": "/tmp"}
-    assert container["env"][0]["name"] == "DIRECTSTREAM_WORK_UNITS"
-    listed = json.loads(env["DIRECTSTREAM_WORK_UNITS"]["value"])
-    assert [WorkUnit.from_json(doc) for doc in listed] == units
+    assert container["env"][0] == {
+        "name": "DIRECTSTREAM_WORK_UNITS_FILE",
+        "value": "/var/run/directstream/units/units.json",
+    }
+    assert not any(len(json.dumps(entry)) > 1000 for entry in container["env"])  # no units in the env
     assert "JOB_COMPLETION_INDEX" in env
     assert json.dumps(job) == json.dumps(build(units=units))  # deterministic
     assert json.loads(json.dumps(job)) == job  # plain JSON
@@ -245,11 +255,17 @@ def test_pod_settings_pass_through() -> None:
     assert pod["securityContext"] == {**DEFAULT_POD_SECURITY_CONTEXT, "runAsUser": 1000, "fsGroup": 2000}
     names = [entry["name"] for entry in container["env"]]
     assert names[-3:] == ["TZ", "DIRECTSTREAM_STALL_TIMEOUT", "TMPDIR"]  # the user's env comes after ours
-    assert names[0] == "DIRECTSTREAM_WORK_UNITS"
+    assert names[0] == "DIRECTSTREAM_WORK_UNITS_FILE"
 
 
 @pytest.mark.parametrize(
-    "name", ["DIRECTSTREAM_WORK_UNITS", "DIRECTSTREAM_KAFKA_SECRET_0", "JOB_COMPLETION_INDEX"]
+    "name",
+    [
+        "DIRECTSTREAM_WORK_UNITS",
+        "DIRECTSTREAM_WORK_UNITS_FILE",
+        "DIRECTSTREAM_KAFKA_SECRET_0",
+        "JOB_COMPLETION_INDEX",
+    ],
 )
 def test_user_env_cannot_override_ours(name: str) -> None:
     executors = ExecutorsSpec(env=({"name": name, "value": "[]"},))
@@ -276,7 +292,10 @@ def test_kafka_secrets_come_from_secret_key_refs_only() -> None:
         "DIRECTSTREAM_KAFKA_SECRET_1": {"name": "kafka-client", "key": "sasl.username"},
     }
     assert all("value" not in entry for entry in env if entry["name"] in refs)
-    unit = json.loads(env[0]["value"])[0]
+    job["metadata"]["uid"] = "job-uid"
+    configmap = build_work_units_configmap(make_units(), job=job, digest="d")
+    assert password not in json.dumps(configmap)
+    unit = json.loads(configmap["data"]["units.json"])[0]
     assert unit["kafka"]["secretEnv"] == {
         "sasl.password": "DIRECTSTREAM_KAFKA_SECRET_0",
         "sasl.username": "DIRECTSTREAM_KAFKA_SECRET_1",
@@ -329,12 +348,40 @@ def test_owner_reference_is_complete() -> None:
 
 
 def test_work_units_size_is_guarded() -> None:
-    fits = make_units(2, ranges_each=500)
+    fits = make_units(4, ranges_each=2500)  # 10,000 partitions: far past the old env-var wall (~2,900)
     build(units=fits)
-    too_many = make_units(4, ranges_each=2000)
-    with pytest.raises(WorkUnitsTooLarge, match=r"8000 ranges.*partitions read per batch") as caught:
+    too_many = make_units(4, ranges_each=15000)
+    with pytest.raises(WorkUnitsTooLarge, match=r"60000 ranges.*partitions read per batch") as caught:
         build(units=too_many)
-    assert str(MAX_WORK_UNITS_ENV_BYTES) in str(caught.value)
+    assert str(MAX_WORK_UNITS_BYTES) in str(caught.value)
+
+
+def test_work_units_configmap_is_owned_by_its_job_and_carries_the_attempt() -> None:
+    units = make_units()
+    job = {**build(units=units)}
+    job["metadata"] = {**job["metadata"], "uid": "job-uid-1"}
+    configmap = build_work_units_configmap(units, job=job, digest="d-1")
+    metadata = configmap["metadata"]
+    assert metadata["name"] == "clicks-b7-a2-units"
+    assert metadata["namespace"] == "prod"
+    assert metadata["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "clicks-b7-a2", "uid": "job-uid-1"}
+    ]
+    assert metadata["annotations"]["directstream.io/digest"] == "d-1"
+    assert metadata["labels"] == job_labels("clicks", 7, 2)
+    assert configmap["immutable"] is True
+    listed = json.loads(configmap["data"]["units.json"])
+    assert [WorkUnit.from_json(doc) for doc in listed] == units
+    # The Job mounts exactly this ConfigMap, at the file its env names.
+    volume = job["spec"]["template"]["spec"]["volumes"][-1]
+    assert volume["configMap"]["name"] == metadata["name"]
+    assert len(json.dumps(configmap)) < 1024 * 1024
+
+
+def test_work_units_configmap_needs_a_created_job() -> None:
+    units = make_units()
+    with pytest.raises(ManifestError, match="uid"):
+        build_work_units_configmap(units, job=build(units=units), digest="d-1")
 
 
 # -- reading results back --------------------------------------------------------------------

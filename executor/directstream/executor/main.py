@@ -4,7 +4,8 @@ Input (first that is given):
 
 - ``--work-unit FILE`` (``-`` = stdin): the JSON of one work unit;
 - ``$DIRECTSTREAM_WORK_UNIT``: the JSON of one work unit;
-- ``$DIRECTSTREAM_WORK_UNITS`` (a JSON list of units) and ``$JOB_COMPLETION_INDEX`` picking one.
+- ``$DIRECTSTREAM_WORK_UNITS`` (a JSON list of units) and ``$JOB_COMPLETION_INDEX`` picking one;
+- ``$DIRECTSTREAM_WORK_UNITS_FILE``: a file with that JSON list (the attempt's ConfigMap on a cluster).
 
 Output: the ExecutorResult JSON goes to ``--result-file PATH`` or ``$DIRECTSTREAM_RESULT_FILE``;
 else to ``/dev/termination-log`` when it exists and is writable (Kubernetes); else as the last
@@ -35,6 +36,7 @@ from directstream.executor.contract.wire import (
     ENV_STALL_TIMEOUT,
     ENV_WORK_UNIT,
     ENV_WORK_UNITS,
+    ENV_WORK_UNITS_FILE,
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
@@ -97,21 +99,28 @@ def _unit_text(args: argparse.Namespace) -> tuple[str, int | None]:
     if single:
         return single, None
     many, index_text = os.environ.get(ENV_WORK_UNITS), os.environ.get(ENV_COMPLETION_INDEX)
+    source = "$DIRECTSTREAM_WORK_UNITS"
+    units_file = os.environ.get(ENV_WORK_UNITS_FILE)
+    if not many and units_file:
+        source = f"$DIRECTSTREAM_WORK_UNITS_FILE ({units_file})"
+        try:
+            many = Path(units_file).read_text()
+        except OSError as exc:
+            raise BadInputError(f"cannot read {source}: {exc}") from exc
     if not many:
         raise BadInputError(
-            "no work unit: give --work-unit FILE, $DIRECTSTREAM_WORK_UNIT or $DIRECTSTREAM_WORK_UNITS"
+            "no work unit: give --work-unit FILE, $DIRECTSTREAM_WORK_UNIT, $DIRECTSTREAM_WORK_UNITS "
+            "or $DIRECTSTREAM_WORK_UNITS_FILE"
         )
     if index_text is None or not index_text.strip().isdigit():
-        raise BadInputError(
-            f"$DIRECTSTREAM_WORK_UNITS needs $JOB_COMPLETION_INDEX (an integer), got {index_text!r}"
-        )
+        raise BadInputError(f"{source} needs $JOB_COMPLETION_INDEX (an integer), got {index_text!r}")
     index = int(index_text)
     try:
         units = json.loads(many)
     except json.JSONDecodeError as exc:
-        raise BadInputError(f"$DIRECTSTREAM_WORK_UNITS is not JSON: {exc}", index=index) from exc
+        raise BadInputError(f"{source} is not JSON: {exc}", index=index) from exc
     if not isinstance(units, list) or not 0 <= index < len(units):
-        raise BadInputError(f"$DIRECTSTREAM_WORK_UNITS has no unit at index {index}", index=index)
+        raise BadInputError(f"{source} has no unit at index {index}", index=index)
     return json.dumps(units[index]), index
 
 

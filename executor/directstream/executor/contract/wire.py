@@ -13,6 +13,8 @@ CONTRACT_VERSION: Final = 1
 # -- input ---------------------------------------------------------------------------------------
 ENV_WORK_UNIT: Final = "DIRECTSTREAM_WORK_UNIT"  # the JSON of one unit
 ENV_WORK_UNITS: Final = "DIRECTSTREAM_WORK_UNITS"  # a JSON list of units (an Indexed Job's pods)
+# A file holding that JSON list: on a cluster, mounted from the attempt's ConfigMap (no 128 KiB env limit).
+ENV_WORK_UNITS_FILE: Final = "DIRECTSTREAM_WORK_UNITS_FILE"
 ENV_COMPLETION_INDEX: Final = "JOB_COMPLETION_INDEX"  # which unit of the list (set by Kubernetes)
 ENV_KAFKA_SECRET_PREFIX: Final = "DIRECTSTREAM_KAFKA_SECRET_"  # one variable per Secret key
 # -- tuning and output ---------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The Kubernetes Job that runs one batch attempt's executors (pure builders).
 
-One Job per attempt, ``completionMode: Indexed``, one pod per work unit. Every pod gets the whole
-list of units in ``$DIRECTSTREAM_WORK_UNITS`` and picks its own with ``$JOB_COMPLETION_INDEX``, so
-work units reach pods without ConfigMaps or volumes. Reading the pods back into results lives in
+One Job per attempt, ``completionMode: Indexed``, one pod per work unit. The attempt's units live
+in a ConfigMap of their own (``build_work_units_configmap``), owned by the Job, mounted read-only in
+every pod at ``$DIRECTSTREAM_WORK_UNITS_FILE``; each pod picks its unit with ``$JOB_COMPLETION_INDEX``.
+The Job is created suspended, the ConfigMap after it (its ownerReference needs the Job's uid), then
+the Job is resumed (``adapters/kube/jobs.py``). Reading the pods back into results lives in
 ``job_results``.
 
 Decisions worth knowing:
@@ -11,9 +13,9 @@ Decisions worth knowing:
   (``<job>-<index>-<5 random>``) stay within 63. A stream name that does not fit, or is not a
   valid DNS label as is, is cut and given an 8-hex-digit hash of the full name, so names stay
   unique and the same inputs always give the same name (the operator adopts a Job by its name).
-- Size: the units' JSON must stay below 128 KiB (Linux ``MAX_ARG_STRLEN``: one environment string
-  above it makes ``exec`` fail with E2BIG). Its size grows with the ranges of a batch, i.e. with
-  the number of partitions; ``WorkUnitsTooLarge`` says so.
+- Size: the units' JSON must fit in one ConfigMap (1 MiB, etcd's object limit, minus room for the
+  metadata), about 25,000 ranges of short topic names; ``WorkUnitsTooLarge`` says so. (It used to
+  travel in one env var, where Linux's 128 KiB ``MAX_ARG_STRLEN`` was a wall at ~2,900 partitions.)
 - Pod settings (securityContext defaults, volumes and the scratch emptyDir, the default image)
   come from ``executor_pod``; user pod labels and annotations never replace directstream's.
 - User env may not set ``DIRECTSTREAM_*`` (our channel to the executor; ``USER_SETTABLE_ENV``
@@ -52,6 +54,7 @@ from .executor_pod import (
     scratch_env,
 )
 from .spec import FORBIDDEN_KAFKA_CONFIG, StreamSpec
+from .spec_pod import WORK_UNITS_VOLUME
 
 __all__ = [
     "ANNOTATION_ATTEMPT",
@@ -65,10 +68,12 @@ __all__ = [
     "LABEL_STREAM",
     "MANAGED_BY",
     "MAX_JOB_NAME_LENGTH",
-    "MAX_WORK_UNITS_ENV_BYTES",
+    "MAX_WORK_UNITS_BYTES",
+    "WORK_UNITS_FILE",
     "ManifestError",
     "WorkUnitsTooLarge",
     "build_executor_job",
+    "build_work_units_configmap",
     "job_labels",
     "job_name",
     "job_selector",
@@ -76,6 +81,7 @@ __all__ = [
     "secret_env_for",
     "stream_labels",
     "stream_selector",
+    "units_configmap_name",
 ]
 
 LABEL_STREAM = "directstream.io/stream"
@@ -90,7 +96,10 @@ ANNOTATION_DIGEST = "directstream.io/digest"  # the pinned attempt's fingerprint
 
 EXECUTOR_CONTAINER = "executor"
 EXECUTOR_COMMAND = "directstream-executor"
-WORK_UNITS_ENV = wire.ENV_WORK_UNITS
+WORK_UNITS_FILE_ENV = wire.ENV_WORK_UNITS_FILE
+WORK_UNITS_DIR = "/var/run/directstream/units"
+WORK_UNITS_KEY = "units.json"
+WORK_UNITS_FILE = f"{WORK_UNITS_DIR}/{WORK_UNITS_KEY}"
 SECRET_ENV_PREFIX = wire.ENV_KAFKA_SECRET_PREFIX
 COMPLETION_INDEX_ENV = wire.ENV_COMPLETION_INDEX
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -104,8 +113,9 @@ DEFAULT_TIMEOUT_SECONDS = 600.0
 # Pod names are "<job>-<index>-<5 chars>"; index < 1000 (MAX_EXECUTORS) keeps them within 63.
 MAX_JOB_NAME_LENGTH = 52
 MAX_LABEL_VALUE_LENGTH = 63
-# Linux's MAX_ARG_STRLEN (32 pages) bounds one "NAME=value" environment string, NUL included.
-MAX_WORK_UNITS_ENV_BYTES = 32 * 4096 - len(WORK_UNITS_ENV) - 2
+# A ConfigMap is at most 1 MiB (data and metadata together); the metadata we write is small.
+MAX_CONFIGMAP_BYTES = 1024 * 1024
+MAX_WORK_UNITS_BYTES = MAX_CONFIGMAP_BYTES - 16 * 1024
 
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -118,7 +128,7 @@ class ManifestError(PermanentError, ValueError):
 
 
 class WorkUnitsTooLarge(ManifestError):
-    """The work units of one batch do not fit in one environment variable."""
+    """The work units of one batch do not fit in one ConfigMap."""
 
 
 def _digest(text: str) -> str:
@@ -249,23 +259,61 @@ def _user_env(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _work_units_json(units: Sequence[WorkUnit], batch_id: int) -> str:
     text = json.dumps([unit.to_json() for unit in units], separators=(",", ":"), sort_keys=True)
     size = len(text.encode())
-    if size > MAX_WORK_UNITS_ENV_BYTES:
+    if size > MAX_WORK_UNITS_BYTES:
         ranges = sum(len(unit.ranges) for unit in units)
         raise WorkUnitsTooLarge(
             f"batch {batch_id}: the work units ({len(units)} units, {ranges} ranges) are {size} bytes of "
-            f"JSON, above the {MAX_WORK_UNITS_ENV_BYTES} bytes one environment variable can carry "
-            f"(Linux MAX_ARG_STRLEN). The size grows with the partitions read per batch: split the "
-            f"topics over several DirectStreams, avoid splitting ranges (spec.executors.maxRecords: 0), "
-            f"or shorten spec.kafka.config and spec.processor.options, which every unit repeats"
+            f"JSON, above the {MAX_WORK_UNITS_BYTES} bytes one ConfigMap can carry (1 MiB). The size "
+            f"grows with the partitions read per batch: split the topics over several DirectStreams, "
+            f"avoid splitting ranges (spec.executors.maxRecords: 0), or shorten spec.kafka.config and "
+            f"spec.processor.options, which every unit repeats"
         )
     return text
 
 
-def _executor_env(
-    units_json: str, secret_name: str | None, secret_env: Mapping[str, str]
-) -> list[dict[str, Any]]:
+def units_configmap_name(job: str) -> str:
+    """The ConfigMap holding the work units of the attempt whose Job is ``job``."""
+    return f"{job}-units"
+
+
+def build_work_units_configmap(
+    units: Sequence[WorkUnit], *, job: Mapping[str, Any], digest: str
+) -> dict[str, Any]:
+    """The ConfigMap with ``units`` for the (created, suspended) ``job``, which owns it, so it goes
+    with the Job. It carries the attempt's digest (the units do too): one from another attempt is
+    never used. Raises ``WorkUnitsTooLarge``."""
+    metadata = job.get("metadata") or {}
+    if not units or not metadata.get("uid"):
+        raise ManifestError("the work units' ConfigMap needs units and a created Job (its uid)")
+    batch_id, attempt = units[0].batch_id, units[0].attempt
+    annotations = {
+        ANNOTATION_STREAM: units[0].stream,
+        ANNOTATION_BATCH: str(batch_id),
+        ANNOTATION_ATTEMPT: str(attempt),
+        ANNOTATION_UNITS: str(len(units)),
+        ANNOTATION_DIGEST: digest,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": units_configmap_name(str(metadata["name"])),
+            "namespace": metadata.get("namespace"),
+            "labels": job_labels(units[0].stream, batch_id, attempt),
+            "annotations": annotations,
+            # No blockOwnerDeletion: it would need update on jobs/finalizers, and nothing waits on it.
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": metadata["name"], "uid": metadata["uid"]}
+            ],
+        },
+        "immutable": True,
+        "data": {WORK_UNITS_KEY: _work_units_json(units, batch_id)},
+    }
+
+
+def _executor_env(secret_name: str | None, secret_env: Mapping[str, str]) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": WORK_UNITS_ENV, "value": units_json},
+        {"name": WORK_UNITS_FILE_ENV, "value": WORK_UNITS_FILE},
         # The Job controller injects this too; stating it keeps the pod's input visible in one place.
         {
             "name": COMPLETION_INDEX_ENV,
@@ -316,6 +364,7 @@ def build_executor_job(
     (``WorkUnitsTooLarge`` for the size guard) with a message meant for the stream's conditions.
     """
     batch_id, attempt = _check_units(spec, units)
+    name = job_name(spec.name, batch_id, attempt)
     executors = spec.executors
     chosen_image = executors.image or image
     if not chosen_image:
@@ -331,12 +380,8 @@ def build_executor_job(
                 f"work unit {unit.index} maps Kafka secrets to {sorted(unit.kafka.secret_env.items())}, "
                 f"but the Job provides {sorted(secret_env.items())}"
             )
-    units_json = _work_units_json(units, batch_id)
-    env = (
-        _executor_env(units_json, secret_name, secret_env)
-        + _sink_env(spec, units[0])
-        + _user_env(executors.env)
-    )
+    _work_units_json(units, batch_id)  # refuse what the ConfigMap could not hold before creating the Job
+    env = _executor_env(secret_name, secret_env) + _sink_env(spec, units[0]) + _user_env(executors.env)
 
     container: dict[str, Any] = {
         "name": EXECUTOR_CONTAINER,
@@ -347,7 +392,10 @@ def build_executor_job(
         # A crash before the result is written still leaves its last log lines as the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(spec),
-        "volumeMounts": executor_mounts(spec),
+        "volumeMounts": [
+            *executor_mounts(spec),
+            {"name": WORK_UNITS_VOLUME, "mountPath": WORK_UNITS_DIR, "readOnly": True},
+        ],
     }
     if executors.image_pull_policy:
         container["imagePullPolicy"] = executors.image_pull_policy
@@ -362,7 +410,10 @@ def build_executor_job(
         "enableServiceLinks": False,
         "securityContext": pod_security_context(spec),
         "containers": [container],
-        "volumes": executor_volumes(spec),
+        "volumes": [
+            *executor_volumes(spec),
+            {"name": WORK_UNITS_VOLUME, "configMap": {"name": units_configmap_name(name)}},
+        ],
     }
     if executors.service_account_name:
         pod_spec["serviceAccountName"] = executors.service_account_name
@@ -393,7 +444,7 @@ def build_executor_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(spec.name, batch_id, attempt),
+            "name": name,
             "namespace": namespace,
             "labels": labels,
             "annotations": annotations,
@@ -401,6 +452,8 @@ def build_executor_job(
         },
         "spec": {
             "completionMode": "Indexed",
+            # Resumed once the units' ConfigMap exists (it needs the Job's uid to be owned by it).
+            "suspend": True,
             "completions": len(units),
             "parallelism": len(units),
             # The driver retries whole attempts (same ranges, new Job), never single pods.

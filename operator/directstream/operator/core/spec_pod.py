@@ -39,6 +39,7 @@ __all__ = [
     "SCRATCH_VOLUME",
     "VOLUME_MOUNT_FIELDS",
     "VOLUME_SOURCES",
+    "WORK_UNITS_VOLUME",
     "ImagePullPolicy",
     "read_affinity",
     "read_image_pull_secrets",
@@ -55,6 +56,7 @@ IMAGE_PULL_POLICIES: tuple[ImagePullPolicy, ...] = ("Always", "IfNotPresent", "N
 
 # The emptyDir directstream mounts for scratch (read-only root filesystem); no user volume may take its name.
 SCRATCH_VOLUME = "directstream-tmp"
+WORK_UNITS_VOLUME = "directstream-work-units"  # the attempt's units ConfigMap (core/manifests.py)
 MAX_VOLUMES = 64  # per list; bounds the cost of the CRD's CEL rules
 MAX_POD_METADATA = 64  # labels / annotations each
 
@@ -185,6 +187,10 @@ def read_volumes(s: Section) -> tuple[dict[str, Any], ...]:
             s.problems.add(join(item, "name"), f"volume {name!r} is listed twice")
         elif name == SCRATCH_VOLUME:
             s.problems.add(join(item, "name"), f"{SCRATCH_VOLUME!r} is the scratch volume directstream adds")
+        elif name == WORK_UNITS_VOLUME:
+            s.problems.add(
+                join(item, "name"), f"{WORK_UNITS_VOLUME!r} is the work units volume directstream adds"
+            )
         else:
             seen.add(name)
         sources = [key for key in volume if key != "name"]

@@ -126,6 +126,36 @@ class KubeApi:
             if exc.status != 404:
                 raise describe_refusal(exc, f"deleting Job {namespace}/{name}") from exc
 
+    def resume_job(self, namespace: str, name: str) -> None:
+        """Unsuspend the Job (created suspended until its units' ConfigMap exists)."""
+        try:
+            self._batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": False}})
+        except ApiException as exc:
+            raise describe_refusal(exc, f"resuming Job {namespace}/{name}") from exc
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self._core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise describe_refusal(exc, f"reading ConfigMap {namespace}/{name}") from exc
+        return self._plain(found)
+
+    def create_configmap(self, namespace: str, configmap: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self._plain(self._core.create_namespaced_config_map(namespace, dict(configmap)))
+        except ApiException as exc:
+            what = f"creating ConfigMap {namespace}/{configmap['metadata']['name']}"
+            raise describe_refusal(exc, what) from exc
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        try:
+            self._core.delete_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise describe_refusal(exc, f"deleting ConfigMap {namespace}/{name}") from exc
+
     def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         try:
             pods = self._core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
@@ -169,6 +199,18 @@ class AsyncKubeApi:
 
     async def delete_job(self, namespace: str, name: str) -> None:
         await asyncio.to_thread(self.sync.delete_job, namespace, name)
+
+    async def resume_job(self, namespace: str, name: str) -> None:
+        await asyncio.to_thread(self.sync.resume_job, namespace, name)
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.sync.get_configmap, namespace, name)
+
+    async def create_configmap(self, namespace: str, configmap: Mapping[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.create_configmap, namespace, configmap)
+
+    async def delete_configmap(self, namespace: str, name: str) -> None:
+        await asyncio.to_thread(self.sync.delete_configmap, namespace, name)
 
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.sync.job_pods, namespace, job_name)

@@ -2,10 +2,12 @@
 
 The Job's name is a function of (stream, batch, attempt), so after an operator restart the
 running attempt's Job is found and adopted instead of launched twice — only when it is that very
-attempt (stream uid, digest, units). Results come from the termination messages of the pods that
-Job controls, and a succeeded Job stays until the batch's commit is durable. The launcher waits
-on a wake-up that Job events set, with a slow poll as a safety net; pods stuck Pending past
-``executors.pendingTimeout`` fail the attempt.
+attempt (stream uid, digest, units). The Job is created suspended; the attempt's units go into a
+ConfigMap owned by it (one of that name owned by another Job or with another digest is replaced),
+and only then is the Job resumed, an adopted Job still suspended too. Results come from the
+termination messages of the pods that Job controls, and a succeeded Job stays until the batch's
+commit is durable. The launcher waits on a wake-up that Job events set, with a slow poll as a
+safety net; pods stuck Pending past ``executors.pendingTimeout`` fail the attempt.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from directstream.executor.contract import ExecutorResult
 
 from ...core.job_results import foreign_job, read_job_progress
-from ...core.manifests import build_executor_job
+from ...core.manifests import ANNOTATION_DIGEST, build_executor_job, build_work_units_configmap
 from ...core.pinning import AttemptRun
 from ...core.spec import StreamSpec
 from .api import AsyncKubeApi, KubeError
@@ -71,7 +73,8 @@ class JobLauncher:
             digest=attempt.digest,
         )
         name = manifest["metadata"]["name"]
-        await self._create_or_adopt(manifest, attempt)
+        job = await self._create_or_adopt(manifest, attempt)
+        await self._provide_units(job, attempt)
         if self._on_job is not None:
             await self._on_job(name)
         try:
@@ -93,7 +96,21 @@ class JobLauncher:
         if name is not None:
             await self._kube.delete_job(self._namespace, name)
 
-    async def _create_or_adopt(self, manifest: Mapping[str, Any], attempt: AttemptRun) -> None:
+    async def _provide_units(self, job: Mapping[str, Any], attempt: AttemptRun) -> None:
+        """The units' ConfigMap of this very Job and attempt, then the Job resumed."""
+        wanted = build_work_units_configmap(attempt.units, job=job, digest=attempt.digest)
+        name = wanted["metadata"]["name"]
+        existing = await self._kube.get_configmap(self._namespace, name)
+        if existing is not None and _units_of(existing) != _units_of(wanted):
+            log.warning("ConfigMap %s holds another attempt's units: replacing it", name)
+            await self._kube.delete_configmap(self._namespace, name)
+            existing = None
+        if existing is None:
+            await self._kube.create_configmap(self._namespace, wanted)
+        if (job.get("spec") or {}).get("suspend"):
+            await self._kube.resume_job(self._namespace, job["metadata"]["name"])
+
+    async def _create_or_adopt(self, manifest: Mapping[str, Any], attempt: AttemptRun) -> dict[str, Any]:
         """Create the attempt's Job, or adopt the one already there if it is this very attempt
         (same stream uid, digest and unit count). A Job of the same name that is not (a stream
         deleted and made again, a hand-edited status) is deleted, and the attempt started anew."""
@@ -106,14 +123,14 @@ class JobLauncher:
                     log.info(
                         "created Job %s for batch %s attempt %s", name, attempt.batch_id, attempt.attempt
                     )
-                    return
+                    return created
                 existing = created  # lost a race to another Job of that name
             reason = foreign_job(existing, self._owner["uid"], attempt)
             if reason is None:
                 log.info(
                     "adopted running Job %s (batch %s attempt %s)", name, attempt.batch_id, attempt.attempt
                 )
-                return
+                return existing
             log.warning("Job %s is not this attempt's (%s): deleting it", name, reason)
             await self._kube.delete_job(self._namespace, name)
             await self._gone(name)
@@ -148,3 +165,11 @@ class JobLauncher:
                 return list(progress.results), done or progress.pending == 0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+
+
+def _units_of(configmap: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a units ConfigMap this attempt's: its owning Job's uid, the digest and the units."""
+    metadata = configmap.get("metadata") or {}
+    owners = tuple(ref.get("uid") for ref in metadata.get("ownerReferences") or [])
+    digest = (metadata.get("annotations") or {}).get(ANNOTATION_DIGEST)
+    return owners, digest, dict(configmap.get("data") or {})
