@@ -23,7 +23,7 @@ from directstream.operator.core.manifests import build_executor_job
 from directstream.operator.core.spec import parse_stream
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
-from tests.harness.kube_fixtures import Kube, enforce_restricted
+from tests.harness.kube_fixtures import EXECUTOR_IMAGE, Kube, enforce_restricted
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     OperatorProcess,
@@ -69,7 +69,7 @@ def job_for(namespace: str, bootstrap: str, topic: str, executors: dict[str, Any
         [unit],
         namespace=namespace,
         owner=owner,
-        image="directstream/executor:test",
+        image=EXECUTOR_IMAGE,
         secret_name=None,
         secret_keys=[],
     )
