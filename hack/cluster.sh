@@ -6,6 +6,7 @@
 #   hack/cluster.sh build   build kube-*, kubelet and kubectl (pinned) and helm into the cache; apt packages
 #   hack/cluster.sh up      start everything (idempotent), write $DEV/cluster/kubeconfig
 #   hack/cluster.sh down    stop everything this checkout started
+#   hack/cluster.sh images  build the images (hack/images.py); load them into the node if it runs
 #   hack/cluster.sh env     print export lines (KUBECONFIG, PATH)
 source "$(dirname "$0")/lib.sh"
 
@@ -100,9 +101,17 @@ case "${1:-}" in
     exec python3 "$ROOT/hack/cluster_up.py" up --state "$STATE" --bin "$K8S_BIN"
     ;;
   down) python3 "$ROOT/hack/cluster_up.py" down --state "$STATE" --bin "$K8S_BIN" ;;
+  images)
+    apt_install mmdebstrap catatonit
+    if ctr --address "$STATE/node/containerd.sock" version >/dev/null 2>&1; then
+      python3 "$ROOT/hack/images.py" load --address "$STATE/node/containerd.sock"
+    else
+      python3 "$ROOT/hack/images.py" build
+    fi
+    ;;
   env)
     echo "export KUBECONFIG=$KUBECONFIG_PATH"
     echo "export PATH=$K8S_BIN:$HELM_BIN:\$PATH"
     ;;
-  *) echo "usage: $0 build|up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|down|images|env" >&2; exit 2 ;;
 esac

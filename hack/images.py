@@ -50,6 +50,7 @@ ENV = [
 ]
 PASSWD = "root:x:0:0:root:/root:/usr/sbin/nologin\ndirectstream:x:10001:10001::/tmp:/usr/sbin/nologin\n"
 GROUP = "root:x:0:\ndirectstream:x:10001:\n"
+KEEP = 4
 HERE = [Path(__file__).resolve(), Path(oci.__file__).resolve()]
 
 
@@ -206,6 +207,9 @@ def build(kind: str) -> Path:
             "org.opencontainers.image.licenses": "Apache-2.0",
         }
         oci.write_image(out, image_name(kind), [base, app], image_config(kind), labels)
+    # The cache is shared by checkouts: keep the newest few archives of each kind.
+    for old in sorted(CACHE.glob(f"{kind}-*.oci.tar"), key=lambda f: f.stat().st_mtime)[:-KEEP]:
+        old.unlink(missing_ok=True)
     took, mib = time.monotonic() - started, out.stat().st_size >> 20
     log(f"built {image_name(kind)} in {took:.1f}s: {out.name} ({mib} MiB)")
     return out

@@ -17,7 +17,7 @@ import pytest
 
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
-from tests.harness.kube_fixtures import Kube
+from tests.harness.kube_fixtures import Kube, host_code
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     FAST_ELECTION,
@@ -51,7 +51,7 @@ def rows_spec(topic: str, tmp_path: Path, *, delay: float = 0.0, rate: int = 0) 
         "topics": [topic],
         "batchInterval": "1s",
         "rate": {"maxPerPartition": rate},
-        "executors": {"max": 2, "env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "executors": {"max": 2, **host_code(tmp_path)},
         "processor": {
             "sink": "python",
             "options": {"entryPoint": "rowsink:Rows", "out": str(tmp_path / "rows"), "delay": str(delay)},

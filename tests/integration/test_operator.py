@@ -12,7 +12,7 @@ from confluent_kafka.admin import NewPartitions
 
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
-from tests.harness.kube_fixtures import Kube
+from tests.harness.kube_fixtures import Kube, host_code
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     OperatorProcess,
@@ -128,7 +128,7 @@ def test_operator_killed_mid_batch_adopts_the_running_job(
             {
                 "topics": [topic_name],
                 "batchInterval": "1s",
-                "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+                "executors": host_code(tmp_path),
                 "processor": {
                     "sink": "python",
                     "options": {"entryPoint": "slowsink:Slow", "out": str(sink_out)},
@@ -173,7 +173,7 @@ def test_a_failed_executor_retries_the_same_ranges(
             {
                 "topics": [topic_name],
                 "batchInterval": "1s",
-                "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+                "executors": host_code(tmp_path),
                 "processor": {"sink": "python", "options": {"entryPoint": "flaky:Flaky"}},
             },
         ),
@@ -316,7 +316,7 @@ def test_deleting_a_stream_collects_its_jobs_and_group(
         "topics": [topic_name],
         "batchInterval": "500ms",
         "deleteConsumerGroup": True,
-        "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "executors": host_code(tmp_path),
         "processor": {"sink": "count"},
     }
     apply(kube, stream_manifest("gone", namespace, kafka.bootstrap, spec))
@@ -383,7 +383,7 @@ def test_kafka_settings_from_a_secret_reach_executors_without_being_copied(
     spec = {
         "topics": [topic_name],
         "kafka": {"bootstrapServers": kafka.bootstrap, "configFrom": {"secretRef": {"name": "kafka-client"}}},
-        "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "executors": host_code(tmp_path),
         "processor": {"sink": "python", "options": {"entryPoint": "slowsink:Slow"}},
     }
     apply(kube, stream_manifest("secretive", namespace, kafka.bootstrap, spec))
