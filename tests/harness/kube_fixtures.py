@@ -72,22 +72,6 @@ class Kube:
         return poll_until(what, check, timeout, every)
 
 
-def host_code(directory: Path) -> dict[str, Any]:
-    """spec.executors fields that give executor pods the test's own modules (and files) at the same path
-    as on the host: a hostPath mount (not for `restricted` namespaces) and PYTHONPATH. Opened to the
-    executor's user, as the test's files are written by root."""
-    for d in (directory, *directory.parents):
-        if d == Path("/"):
-            break
-        d.chmod(d.stat().st_mode | 0o755)
-    directory.chmod(0o777)
-    return {
-        "env": [{"name": "PYTHONPATH", "value": str(directory)}],
-        "volumes": [{"name": "test-code", "hostPath": {"path": str(directory), "type": "Directory"}}],
-        "volumeMounts": [{"name": "test-code", "mountPath": str(directory)}],
-    }
-
-
 def poll_until(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.25) -> Any:
     """Poll check() until it returns something truthy; fail with `what` on timeout."""
     deadline = time.monotonic() + timeout
