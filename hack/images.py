@@ -115,7 +115,14 @@ def base_layer() -> oci.Blob:
         layer.add_dir("tmp", 0o1777)
         blob = layer.write(Path(tmp) / "layer.tar")
         os.replace(blob.path, out)
+    prune(f"base-{SUITE}-*.layer.tar")
     return oci.layer_from_file(out)
+
+
+def prune(pattern: str) -> None:
+    """The cache is shared by checkouts: keep the newest few files of a kind."""
+    for old in sorted(CACHE.glob(pattern), key=lambda f: f.stat().st_mtime)[:-KEEP]:
+        old.unlink(missing_ok=True)
 
 
 def _ca_bundle(rootfs_tar: Path) -> bytes:
@@ -207,9 +214,7 @@ def build(kind: str) -> Path:
             "org.opencontainers.image.licenses": "Apache-2.0",
         }
         oci.write_image(out, image_name(kind), [base, app], image_config(kind), labels)
-    # The cache is shared by checkouts: keep the newest few archives of each kind.
-    for old in sorted(CACHE.glob(f"{kind}-*.oci.tar"), key=lambda f: f.stat().st_mtime)[:-KEEP]:
-        old.unlink(missing_ok=True)
+    prune(f"{kind}-*.oci.tar")
     took, mib = time.monotonic() - started, out.stat().st_size >> 20
     log(f"built {image_name(kind)} in {took:.1f}s: {out.name} ({mib} MiB)")
     return out
