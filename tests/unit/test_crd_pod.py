@@ -75,8 +75,11 @@ def test_the_cel_rules_name_what_the_parser_checks() -> None:
     assert one_source.endswith(".filter(x, x).size() == 1")
     (scratch,) = rules(executors_node("volumes")["items"]["properties"]["name"])
     assert scratch == f"self != '{SCRATCH_VOLUME}'"
-    (mounts,) = rules(node_at(EXECUTORS))
+    mounts, min_max = rules(node_at(EXECUTORS))
     assert "self.volumes.exists(v, v.name == m.name)" in mounts
+    assert min_max == "self.min <= self.max"
+    assert not parses({"min": 3, "max": 2})
+    assert parses({"min": 2, "max": 2, "mode": "pool"})
     _, label_keys = rules(executors_node("podLabels"))
     assert set(re.findall(r"'([^']+)'", label_keys.split("]")[0])) == RESERVED_LABEL_KEYS
     assert set(re.findall(r"startsWith\('([^']+)'\)", label_keys)) == set(RESERVED_LABEL_PREFIXES)

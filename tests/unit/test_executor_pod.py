@@ -459,3 +459,14 @@ def test_the_pod_settings_are_pinned_with_the_attempt() -> None:
     moved = copy.deepcopy(every)
     moved["spec"]["executors"]["volumeMounts"] = [{"name": "out", "mountPath": "/elsewhere"}]
     assert pin(parse_stream(moved), plan).digest != pinned.digest
+
+
+def test_pool_mode_is_refused_on_a_cluster_with_a_message_naming_local_mode() -> None:
+    assert problems(stream(mode="pool"))["spec.executors.mode"] == (
+        "pool mode runs only in local mode (directstream run) in this version; use job on a cluster"
+    )
+    assert "spec.executors.mode" not in problems(stream(mode="job"))
+    assert parse_stream(stream(mode="pool", max=3)).executors.mode == "pool"
+    assert parse_problems(stream(mode="warm")) == {
+        "spec.executors.mode": "expected one of job, pool, got a string ('warm')"
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from directstream.executor.contract import ExecutorResult, FailedAt, OffsetRange, WorkUnit
 from directstream.executor.errors import RangeFailedError, StopRequestedError
@@ -21,6 +22,8 @@ def run_unit(
     options: ReaderOptions | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     progress_interval: float = 10.0,
+    *,
+    consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
 ) -> ExecutorResult:
     """Process every range of ``unit``. A range failure or a stop gives ``ok=False``; the ranges
     left open are aborted. Other exceptions (bad configuration) propagate after the abort."""
@@ -42,13 +45,20 @@ def run_unit(
             error=error,
             failed_at=failed_at,
             digest=unit.digest,
+            skipped=getattr(processor, "skipped", 0),
+            dead_lettered=getattr(processor, "dead_lettered", 0),
         )
 
     try:
         for range_ in unit.ranges:
             _call(processor.open_range, range_, range_.from_offset, "open_range")
             open_ranges.add(range_)
-        for chunk in RangeReader(unit, options, should_stop).chunks():
+        reader = (
+            RangeReader(unit, options, should_stop)
+            if consumer_factory is None
+            else RangeReader(unit, options, should_stop, consumer_factory)
+        )
+        for chunk in reader.chunks():
             range_ = chunk.range
             if chunk.records:
                 first = chunk.records[0].offset()

@@ -8,6 +8,8 @@
 - :class:`FakeLauncher` (``LauncherPort``): runs nothing; answers each unit with a result from a
   script, and records the units and the state recorded when they were launched.
 - :class:`FakeClock`: time that moves only when the loop sleeps.
+- :class:`FakeTransport` and :class:`FakeExecutorProcesses` (the pool's ports): executors as
+  tasks that lease units from the pool and answer from a script; they can be killed or hang.
 - :class:`MemoryHost` (``Host``): a spec that tests may change, the events seen, a stop after a
   number of turns, and either terminal policy (exit like local mode, or wait like the operator).
 
@@ -16,6 +18,7 @@ Nothing here does I/O; the loop, the driver and the pure core under test are the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +26,7 @@ from directstream.executor.contract import ExecutorResult, KafkaClientSettings, 
 
 from .core.errors import KafkaUnavailable, KubeApiError
 from .core.events import Event
+from .core.leases import PoolBackend
 from .core.pinning import AttemptRun
 from .core.planning import TopicPartition, Watermarks
 from .core.spec import StreamSpec
@@ -299,3 +303,86 @@ class MemoryHost:
 def refused(message: str = "403 jobs.batch is forbidden") -> Exception:
     """What a launcher raises when the API server refuses the Job."""
     return KubeApiError(message)
+
+
+class FakeTransport:
+    """``PoolTransportPort``: no network; the fake executors call the backend directly."""
+
+    def __init__(self) -> None:
+        self.backend: PoolBackend | None = None
+        self.token = ""
+        self.closed = False
+
+    async def start(self, backend: PoolBackend, token: str) -> str:
+        self.backend, self.token = backend, token
+        return "fake://pool"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeExecutor:
+    executor_id: str
+    task: asyncio.Task[None]
+    units: list[WorkUnit] = field(default_factory=list)  # every unit it was leased
+
+
+class FakeExecutorProcesses:
+    """``ExecutorProcessesPort``: each executor is a task that leases units from the transport's
+    backend and answers them from ``script``; ``kill`` ends one as a SIGKILL would (mid-unit
+    with ``hang``: it holds the lease and never answers)."""
+
+    def __init__(self, transport: FakeTransport, script: Script = succeed) -> None:
+        self.transport = transport
+        self.script = script
+        self.executors: dict[str, FakeExecutor] = {}
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+        self.hang: set[int] = set()  # unit indexes the executors sit on without answering
+        self._on_exit: Callable[[str, str], None] = lambda executor_id, how: None
+
+    def watch(self, on_exit: Callable[[str, str], None]) -> None:
+        self._on_exit = on_exit
+
+    def alive(self) -> set[str]:
+        return set(self.executors)
+
+    async def start(self, executor_id: str, url: str, token: str, stream: str) -> None:
+        assert token == self.transport.token, "executors get the transport's token"
+        self.started.append(executor_id)
+        task = asyncio.get_running_loop().create_task(self._serve(executor_id))
+        self.executors[executor_id] = FakeExecutor(executor_id, task)
+
+    async def stop(self, executor_id: str) -> None:
+        executor = self.executors.pop(executor_id, None)
+        if executor is not None:
+            self.stopped.append(executor_id)
+            executor.task.cancel()
+
+    def kill(self, executor_id: str) -> None:
+        executor = self.executors.pop(executor_id)
+        executor.task.cancel()
+        self._on_exit(executor_id, "was killed by SIGKILL")
+
+    def holding(self, index: int) -> str:
+        """The executor that last leased unit ``index``."""
+        for executor in self.executors.values():
+            if executor.units and executor.units[-1].index == index:
+                return executor.executor_id
+        raise LookupError(index)
+
+    async def _serve(self, executor_id: str) -> None:
+        backend = self.transport.backend
+        assert backend is not None
+        while True:
+            lease = await backend.lease(executor_id, 1.0)
+            if lease is None:
+                continue
+            self.executors[executor_id].units.append(lease.unit)
+            if lease.unit.index in self.hang:
+                await asyncio.sleep(3600)
+            answer = self.script(lease.unit)
+            if isinstance(answer, Exception):
+                raise answer
+            backend.complete(executor_id, lease.lease_id, replace(answer, digest=lease.unit.digest))

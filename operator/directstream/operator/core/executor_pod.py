@@ -217,6 +217,13 @@ def cluster_spec_problems(spec: StreamSpec) -> list[FieldProblem]:
     if root is not None:
         where = "containerSecurityContext" if "runAsUser" in spec.executors.container_security_context else ""
         problems.append(FieldProblem(f"spec.executors.{where or 'securityContext'}.runAsUser", root))
+    if spec.executors.mode == "pool":
+        problems.append(
+            FieldProblem(
+                "spec.executors.mode",
+                "pool mode runs only in local mode (directstream run) in this version; use job on a cluster",
+            )
+        )
     return problems
 
 

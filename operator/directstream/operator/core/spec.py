@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from directstream.executor.contract import REFUSED_CONFIG, SINK_NAMES, PermanentError, SinkName
 from directstream.executor.contract.parquet import ParquetOptionsError, parse_parquet_options
+from directstream.executor.contract.poison import PoisonPolicy
 from directstream.operator.core import spec_pod
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
@@ -30,6 +31,7 @@ from directstream.operator.core.spec_fields import (
     timestamp_millis,
     type_name,
 )
+from directstream.operator.core.spec_poison import check_dead_letter_loop, read_poison
 
 __all__ = [
     "API_VERSION",
@@ -70,6 +72,8 @@ STOP_AT: tuple[StopAt, ...] = ("never", "latest")
 RESET_TO: tuple[ResetTo, ...] = ("earliest", "latest", "timestamp", "offsets")
 STARTING_OFFSETS: tuple[str, ...] = ("earliest", "latest")  # or {timestamp: ...} / {offsets: ...}
 MAX_EXECUTORS = 1000
+ExecutorMode = Literal["job", "pool"]
+EXECUTOR_MODES: tuple[ExecutorMode, ...] = ("job", "pool")
 MAX_RESET_ID_LENGTH = 63
 
 # Kafka's own internal topics; like the Java consumer (exclude.internal.topics), a pattern never selects them.
@@ -133,7 +137,9 @@ class RateSpec:
 
 @dataclass(frozen=True)
 class ExecutorsSpec:
+    mode: ExecutorMode = "job"  # job: a process/Job per attempt; pool: warm executors (local mode only)
     max: int = 4
+    min: int = 1  # pool: fewest executors kept (the pool keeps max in this version)
     max_records: int = 0  # split a range above this many records; 0 = never split
     image: str = ""
     timeout_seconds: float = 600.0  # a batch's Job activeDeadlineSeconds
@@ -161,6 +167,7 @@ class ExecutorsSpec:
 class ProcessorSpec:
     sink: Sink = "jsonl"
     options: Mapping[str, Any] = field(default_factory=dict)
+    poison: PoisonPolicy = field(default_factory=PoisonPolicy)  # decode, onError, deadLetter
 
 
 @dataclass(frozen=True)
@@ -294,6 +301,7 @@ def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
             s.at("offsets.store"),
             "postgres keeps offsets in the postgres sink's table: needs processor.sink: postgres",
         )
+    check_dead_letter_loop(stream, s.problems)
     s.close()
     return stream
 
@@ -437,7 +445,9 @@ def _read_rate(s: Section, d: RateSpec) -> RateSpec:
 def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
     volumes = spec_pod.read_volumes(s)
     executors = ExecutorsSpec(
+        mode=s.choice("mode", d.mode, EXECUTOR_MODES),
         max=s.integer("max", d.max, minimum=1, maximum=MAX_EXECUTORS),
+        min=s.integer("min", d.min, minimum=1, maximum=MAX_EXECUTORS),
         max_records=s.integer("maxRecords", d.max_records, minimum=0),
         image=s.string("image", d.image),
         timeout_seconds=read_duration(s, "timeout", d.timeout_seconds),
@@ -458,6 +468,8 @@ def _read_executors(s: Section, d: ExecutorsSpec) -> ExecutorsSpec:
         image_pull_secrets=spec_pod.read_image_pull_secrets(s),
         affinity=spec_pod.read_affinity(s),
     )
+    if executors.min > executors.max:
+        s.problems.add(s.at("min"), f"must not exceed executors.max ({executors.max}), got {executors.min}")
     s.close()
     return executors
 
@@ -472,6 +484,7 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
     sink = s.choice("sink", d.sink, SINKS)
     sink_named = " sink" if s.has("sink") else " sink (the default)"
     options = s.mapping("options")
+    poison = read_poison(s)
     s.close()
     options_path = s.at("options")
     if sink == "parquet":
@@ -479,10 +492,10 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
             parse_parquet_options(options)
         except ParquetOptionsError as exc:
             s.problems.add(join(options_path, exc.option) if exc.option else options_path, exc.reason)
-        return ProcessorSpec(sink, options)
+        return ProcessorSpec(sink, options, poison)
     required = {"jsonl": "directory", "kafka": "topic", "python": "entryPoint"}.get(sink)
     if required is None:
-        return ProcessorSpec(sink, options)
+        return ProcessorSpec(sink, options, poison)
     value, path = options.get(required), join(options_path, required)
     if value is None:
         s.problems.add(path, f"required by the {sink}{sink_named}")
@@ -492,4 +505,4 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
         check_topic_name(value, path, s.problems)
     elif sink == "python" and not _ENTRY_POINT.fullmatch(value):
         s.problems.add(path, f"{value!r} is not of the form 'package.module:callable'")
-    return ProcessorSpec(sink, options)
+    return ProcessorSpec(sink, options, poison)

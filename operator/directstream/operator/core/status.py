@@ -51,6 +51,8 @@ STATE_KEYS = (
     "history",
     "rate",
     "recordsTotal",
+    "skippedTotal",
+    "deadLetteredTotal",
     "appliedReset",
     "topics",
 )

@@ -3,12 +3,13 @@ the driver knows neither files nor Kubernetes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from directstream.executor.contract import ExecutorResult
 
 from ..core.events import Event
+from ..core.leases import PoolBackend
 from ..core.pinning import AttemptRun
 from ..core.planning import TopicPartition, Watermarks
 from ..core.spec import StreamSpec
@@ -63,6 +64,29 @@ class LauncherPort(Protocol):
 
     async def release(self, batch_id: int) -> None:
         """The batch is committed durably: remove what its attempts left (Jobs, files)."""
+
+
+class PoolTransportPort(Protocol):
+    """Where warm executors fetch units and report results (``executors.mode: pool``)."""
+
+    async def start(self, backend: PoolBackend, token: str) -> str:
+        """Serve ``backend`` to holders of ``token``; the URL executors reach it at."""
+
+    async def close(self) -> None: ...
+
+
+class ExecutorProcessesPort(Protocol):
+    """Long-lived executors (local mode: processes) that serve a pool's transport."""
+
+    def watch(self, on_exit: Callable[[str, str], None]) -> None:
+        """Call ``on_exit(executor_id, how it died)`` when an executor ends without ``stop``."""
+
+    async def start(self, executor_id: str, url: str, token: str, stream: str) -> None: ...
+
+    async def stop(self, executor_id: str) -> None:
+        """End the executor (SIGTERM, then SIGKILL) and wait for it; ``on_exit`` is not called."""
+
+    def alive(self) -> set[str]: ...
 
 
 class Observer(Protocol):

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from ..adapters.local.launcher import LocalLauncher
+from ..adapters.local.pool import LocalExecutorProcesses
 from ..adapters.local.state import LocalStateStore
+from ..adapters.pool_http import PoolServer
 from ..adapters.postgres import AsyncOffsetStore, PostgresOffsetStore, dsn_for
 from ..core.events import Event
 from ..core.spec import StreamSpec
@@ -16,6 +18,7 @@ from ..core.work import executor_kafka_settings
 from ..driver import Driver, DriverSettings
 from ..driver.outcomes import Decision, Halt, RunMode
 from ..driver.policies import exit_policy
+from ..driver.pool import PoolLauncher
 from ..driver.ports import Observer
 from .waits import wait_for_any
 
@@ -23,7 +26,7 @@ from .waits import wait_for_any
 def build_local_driver(
     spec: StreamSpec, state_dir: Path, observe: Observer, settings: DriverSettings, stop: asyncio.Event
 ) -> Driver:
-    """The driver with local mode's adapters (Kafka, a state file, executor processes)."""
+    """The driver with local mode's adapters (Kafka, a state file, executor processes or a warm pool)."""
     external = None
     if spec.offset_store == "postgres":
         external = AsyncOffsetStore(PostgresOffsetStore.for_spec(spec, dsn_for(spec)))
@@ -35,7 +38,12 @@ def build_local_driver(
         spec,
         offsets=KafkaOffsetsPort(KafkaOffsets(spec)),
         state=LocalStateStore(state_dir),
-        launcher=LocalLauncher(state_dir / "attempts"),
+        launcher=PoolLauncher(  # job-mode attempts go to the LocalLauncher
+            spec.name,
+            LocalLauncher(state_dir / "attempts"),
+            PoolServer("127.0.0.1"),
+            LocalExecutorProcesses(state_dir / "pool"),
+        ),
         executor_kafka=executor_kafka_settings(spec),
         observe=observe,
         sleep=sleep,

@@ -1,0 +1,178 @@
+"""Warm executors (``spec.executors.mode: pool``): a launcher that hands units to long-lived executors.
+
+The direct model is unchanged: the driver still plans, records the plan, then calls ``run`` for one
+attempt and commits only once every unit's result came back ok. Which mode runs an attempt is
+what its write-ahead record pinned, so a batch planned in ``job`` mode replays in ``job`` mode.
+
+The pool keeps ``executors.max`` executors for the pinned executor settings and replaces all of
+them when an attempt pins different settings, and one that died (its unit is leased again, in the
+same attempt). A lease that runs out (a hung executor) gets its executor stopped and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from directstream.executor.contract import ExecutorResult
+
+from ..core.leases import DEFAULT_LEASE_SECONDS, Lease, LeaseBook
+from ..core.pinning import AttemptRun
+from ..core.spec import ExecutorsSpec
+from .ports import ExecutorProcessesPort, LauncherPort, PoolTransportPort
+
+log = logging.getLogger(__name__)
+REAP_INTERVAL_S = 0.5
+# Executors that die before taking any unit, in a row, per executor kept, before waiting units fail.
+CRASHES_PER_EXECUTOR = 3
+
+
+class PoolLauncher:
+    """A :class:`~.ports.LauncherPort`: ``pool`` attempts go to warm executors, others to ``job``."""
+
+    def __init__(
+        self,
+        stream: str,
+        job: LauncherPort,
+        transport: PoolTransportPort,
+        processes: ExecutorProcessesPort,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self._job = job
+        self._transport = transport
+        self._processes = processes
+        self._clock = clock
+        self._book = LeaseBook(lease_seconds=lease_seconds)
+        self._token = secrets.token_urlsafe(32)
+        self._url = ""
+        self._settings: ExecutorsSpec | None = None
+        self._generation = 0
+        self._serial = 0
+        self._changed = asyncio.Event()
+        self._crashes = 0
+        self._last_death = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.replaced = 0  # executors started to replace one that died or hung (for tests and metrics)
+        processes.watch(self._on_exit)
+
+    # -- LauncherPort --------------------------------------------------------------------------------
+    async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
+        if attempt.executors.mode != "pool":
+            return await self._job.run(attempt)
+        if not attempt.units:
+            return []
+        await self._ensure_pool(attempt.executors)
+        self._book.offer(attempt.units)
+        self._crashes = 0
+        self._notify()
+        try:
+            while not self._book.done():
+                await self._wait_change(REAP_INTERVAL_S)
+                for holder in self._book.expired(self._clock()):
+                    log.warning("executor %s let its lease run out: replacing it", holder)
+                    await self._processes.stop(holder)
+                    await self._start_one()
+                    self.replaced += 1
+            return self._book.results()
+        finally:
+            holders = self._book.holders()
+            self._book.clear()  # nothing of this attempt is leased or counted any more
+            for holder in holders:  # cancelled mid-attempt: no unit may keep running
+                await self._processes.stop(holder)
+                await self._start_one()
+
+    async def release(self, batch_id: int) -> None:
+        await self._job.release(batch_id)
+
+    async def close(self) -> None:
+        """Stop every executor and the transport (the driver's run ended)."""
+        self._settings = None
+        await self._stop_all()
+        await self._transport.close()
+
+    # -- PoolBackend (called by the transport) -------------------------------------------------------
+    async def lease(self, executor_id: str, wait_seconds: float) -> Lease | None:
+        deadline = self._clock() + wait_seconds
+        while True:
+            if executor_id in self._processes.alive():
+                lease = self._book.lease(executor_id, self._clock())
+                if lease is not None:
+                    self._crashes = 0
+                    return lease
+            left = deadline - self._clock()
+            if left <= 0:
+                return None
+            await self._wait_change(left)
+
+    def renew(self, executor_id: str, lease_id: str) -> Lease | None:
+        return self._book.renew(executor_id, lease_id, self._clock())
+
+    def complete(self, executor_id: str, lease_id: str, result: ExecutorResult) -> str | None:
+        refused = self._book.complete(executor_id, lease_id, result)
+        self._notify()
+        return refused
+
+    def refuse(self, executor_id: str, lease_id: str, reason: str) -> None:
+        log.error("executor %s refused lease %s: %s", executor_id, lease_id, reason)
+        self._book.lost(executor_id, f"executor {executor_id} refused the unit: {reason}")
+        self._notify()
+
+    # -- the executors -------------------------------------------------------------------------------
+    async def _ensure_pool(self, settings: ExecutorsSpec) -> None:
+        if not self._url:
+            self._url = await self._transport.start(self, self._token)
+        if settings != self._settings:
+            if self._settings is not None:
+                log.info("the pinned executor settings changed: replacing the pool")
+            await self._stop_all()
+            self._settings = settings
+            self._generation += 1
+        for _ in range(settings.max - len(self._processes.alive())):
+            await self._start_one()
+
+    async def _stop_all(self) -> None:
+        await asyncio.gather(*(self._processes.stop(e) for e in sorted(self._processes.alive())))
+
+    async def _start_one(self) -> None:
+        if self._settings is None:
+            return
+        self._serial += 1
+        executor_id = f"{self._generation}-{self._serial}"
+        await self._processes.start(executor_id, self._url, self._token, self._stream)
+
+    def _on_exit(self, executor_id: str, how: str) -> None:
+        why = f"executor {executor_id} {how}"
+        log.warning("%s", why)
+        self._last_death = why
+        self._book.lost(executor_id, why)
+        self._crashes += 1
+        if self._settings is not None and self._crashes > CRASHES_PER_EXECUTOR * self._settings.max:
+            self._book.fail_waiting(f"no executor of the pool stays up; last: {why}")
+        elif self._settings is not None:
+            self.replaced += 1
+            task = asyncio.get_running_loop().create_task(self._replace_later())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._notify()
+
+    async def _replace_later(self) -> None:
+        await asyncio.sleep(min(0.05 * 2 ** min(self._crashes, 6), 2.0))  # a crash loop backs off
+        if self._settings is not None and len(self._processes.alive()) < self._settings.max:
+            await self._start_one()
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_change(self, at_most: float) -> None:
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), at_most)
