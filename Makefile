@@ -7,7 +7,7 @@ VENV := .venv
 UV := python3 -m uv
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-unit lint fmt dev-up dev-down bench clean
+.PHONY: help install demo test test-unit lint fmt dev-up dev-down images bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ fmt: install ## format and auto-fix
 
 dev-up: install ## start Kafka, the Kubernetes control plane and the test node; write .dev/env
 	bash hack/dev.sh up
+
+images: install ## build the operator and executor images (cached); load them into the dev node if it runs
+	bash hack/cluster.sh images
 
 dev-down: ## stop everything dev-up started
 	bash hack/dev.sh down

@@ -25,6 +25,7 @@ same run, every batch's work units (taken from the pods' spec) are run again as 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import signal
@@ -53,7 +54,8 @@ from directstream.operator.core.manifests import COMPLETION_INDEX_ANNOTATION, LA
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 GROUP, VERSION, PLURAL = "directstream.io", "v1alpha1", "directstreams"
-EXECUTOR_IMAGE = "directstream/executor:test"  # the test node runs the command, not the image
+# The image hack/images.py builds and `hack/cluster.sh up` loads into the dev node.
+EXECUTOR_IMAGE = f"directstream/executor:{importlib.metadata.version('directstream')}"
 
 
 # -- cluster plumbing (shared with operator_scale.py) -----------------------------------------------

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, plus the test node (tests/harness/node.py) that runs pods as local processes.
+# kube-scheduler, plus the dev node: the real kubelet with containerd and runc (hack/node.sh), running pods
+# as real containers from the project's images (hack/images.py), loaded at every `up`.
 #
-#   hack/cluster.sh build   build kube-* and kubectl (pinned) and helm into the cache
+#   hack/cluster.sh build   build kube-*, kubelet and kubectl (pinned) and helm into the cache; apt packages
 #   hack/cluster.sh up      start everything (idempotent), write $DEV/cluster/kubeconfig
 #   hack/cluster.sh down    stop everything this checkout started
+#   hack/cluster.sh images  build the images (hack/images.py); load them into the node if it runs
 #   hack/cluster.sh env     print export lines (KUBECONFIG, PATH)
 source "$(dirname "$0")/lib.sh"
 
@@ -56,6 +58,26 @@ build_kubernetes() {
   log "built $(ls "$K8S_BIN" | tr '\n' ' ')"
 }
 
+# kubelet: same module, version and flags as the control plane; a separate go build so an existing
+# control plane build is reused as is (its Go build cache makes this about a minute).
+build_kubelet() {
+  [ -x "$K8S_BIN/kubelet" ] && return 0
+  local src="$CACHE/kubernetes-$K8S_VERSION/src" minor=${K8S_VERSION#*.}
+  minor=${minor%%.*}
+  [ -f "$src/go.mod" ] || die "$src/go.mod is missing: build the control plane first"
+  log "building kubelet v$K8S_VERSION"
+  (
+    cd "$src"
+    local ld="-s -w"
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+      ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ld" -o "$K8S_BIN/kubelet.tmp" k8s.io/kubernetes/cmd/kubelet
+    mv "$K8S_BIN/kubelet.tmp" "$K8S_BIN/kubelet"
+  )
+}
+
 build_helm() {
   [ -x "$HELM_BIN/helm" ] && return 0
   log "building helm v$HELM_VERSION (about 1 minute)"
@@ -65,22 +87,31 @@ build_helm() {
 
 build() {
   build_kubernetes
+  build_kubelet
   build_helm
-  apt_install etcd-server openssl util-linux
+  apt_install etcd-server openssl util-linux containerd runc catatonit mmdebstrap
 }
 
 case "${1:-}" in
   build) build ;;
   up)
     build
-    # The test node runs pods with the project's own interpreter and tools.
-    [ -x "$ROOT/.venv/bin/python" ] || die "$ROOT/.venv is missing: run make install (or uv sync) first"
+    # hack/images.py builds the images with uv (make install brings it).
+    python3 -m uv --version >/dev/null 2>&1 || die "uv is missing: run make install first"
     exec python3 "$ROOT/hack/cluster_up.py" up --state "$STATE" --bin "$K8S_BIN"
     ;;
   down) python3 "$ROOT/hack/cluster_up.py" down --state "$STATE" --bin "$K8S_BIN" ;;
+  images)
+    apt_install mmdebstrap catatonit
+    if ctr --address "$STATE/node/containerd.sock" version >/dev/null 2>&1; then
+      python3 "$ROOT/hack/images.py" load --address "$STATE/node/containerd.sock"
+    else
+      python3 "$ROOT/hack/images.py" build
+    fi
+    ;;
   env)
     echo "export KUBECONFIG=$KUBECONFIG_PATH"
     echo "export PATH=$K8S_BIN:$HELM_BIN:\$PATH"
     ;;
-  *) echo "usage: $0 build|up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|down|images|env" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start or stop the local Kubernetes control plane and the test node.
+"""Start or stop the local Kubernetes control plane and the dev node (the real kubelet, hack/node.sh).
 
     cluster_up.py up   --state DIR --bin DIR    idempotent: reuses what runs, restarts what died
     cluster_up.py down --state DIR --bin DIR    stops every recorded process, removes DIR
@@ -27,6 +27,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import node_config
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_NAME = "directstream-test-node"
@@ -115,10 +118,37 @@ def make_pki(pki: Path) -> None:
         "-out",
         str(pki / "apiserver.crt"),
     )
+    sign(
+        pki,
+        "kubelet",
+        "/CN=directstream-test-node",
+        f"subjectAltName=IP:127.0.0.1,DNS:{NODE_NAME}\nextendedKeyUsage=serverAuth\n",
+    )
+    # The apiserver's client for logs/exec on the kubelet.
+    sign(
+        pki,
+        "apiserver-kubelet-client",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "extendedKeyUsage=clientAuth\n",
+    )
     openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
     for f in pki.iterdir():
         f.chmod(0o600)
+
+
+def sign(pki: Path, name: str, subject: str, ext: str) -> None:
+    """A key and a certificate signed by the cluster CA."""
+    (pki / f"{name}.ext").write_text(ext)
+    openssl(
+        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+        "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.csr"),
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", str(pki / f"{name}.csr"), "-CA", str(pki / "ca.crt"),
+        "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650",
+        "-extfile", str(pki / f"{name}.ext"), "-out", str(pki / f"{name}.crt"),
+    )  # fmt: skip
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -> None:
@@ -148,6 +178,8 @@ def init_state(state: Path) -> dict[str, Any]:
         "apiserver": free_port(),
         "kcm": free_port(),
         "scheduler": free_port(),
+        "kubelet": free_port(),
+        "kubelet_healthz": free_port(),
         "tokens": {u: secrets.token_hex(24) for u in ("admin", "kcm", "scheduler", "node")},
     }
     t = cfg["tokens"]
@@ -212,6 +244,10 @@ def command_for(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> l
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
             "--v=1",
         ]
@@ -249,13 +285,13 @@ def command_for(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> l
             "--v=1",
         ]
     if name == "node":
+        node_config.write(state, bin_dir, cfg, NODE_NAME)
         return [
-            str(ROOT / ".venv" / "bin" / "python"),
-            "-m",
-            "tests.harness.node",
-            f"--kubeconfig={state / 'node.kubeconfig'}",
-            f"--name={NODE_NAME}",
-            f"--state={state / 'node'}",
+            "bash",
+            str(ROOT / "hack" / "node.sh"),
+            "start",
+            str(state / "node"),
+            str(bin_dir / "kubelet"),
         ]
     raise ValueError(name)
 
@@ -267,17 +303,12 @@ def pid_of(state: Path, name: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    marker = "tests.harness.node" if name == "node" else name
+    marker = "hack/node.sh" if name == "node" else name
     return pid if marker.encode() in cmdline else None
 
 
 def start(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> None:
     env = dict(os.environ)
-    if name == "node":
-        # Pods run their commands from this machine, with the project's tools first on PATH.
-        env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
-        env["PYTHONUNBUFFERED"] = "1"
-        env.pop("VIRTUAL_ENV", None)
     with open(state / f"{name}.log", "ab") as log:
         # Own session: survives the calling shell; `down` stops it by pid.
         proc = subprocess.Popen(
@@ -293,11 +324,18 @@ def start(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> None:
     STARTED[name] = proc
 
 
-def api_get(state: Path, cfg: dict[str, Any], path: str) -> tuple[int, Any]:
+def api_get(
+    state: Path, cfg: dict[str, Any], path: str, method: str = "GET", patch: Any = None
+) -> tuple[int, Any]:
     ctx = ssl.create_default_context(cafile=str(state / "pki" / "ca.crt"))
+    headers = {"Authorization": f"Bearer {cfg['tokens']['admin']}"}
+    if patch is not None:
+        headers["Content-Type"] = "application/merge-patch+json"
     req = urllib.request.Request(
         f"https://127.0.0.1:{cfg['apiserver']}{path}",
-        headers={"Authorization": f"Bearer {cfg['tokens']['admin']}"},
+        headers=headers,
+        method=method,
+        data=None if patch is None else json.dumps(patch).encode(),
     )
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
@@ -330,6 +368,26 @@ def http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except (OSError, urllib.error.URLError):
         return False
+
+
+def initialize_node(state: Path, cfg: dict[str, Any]) -> None:
+    """Play the cloud provider (kubelet runs with --cloud-provider=external, as it refuses 127.0.0.1 for
+    --node-ip): the node's address is 127.0.0.1 and the uninitialized taint goes."""
+    path = f"/api/v1/nodes/{NODE_NAME}"
+    code, node = api_get(state, cfg, path)
+    if code != 200:
+        raise ClusterError(f"GET {path}: {code}")
+    addresses = [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}]
+    if node.get("status", {}).get("addresses") != addresses:
+        code, _ = api_get(state, cfg, path + "/status", "PATCH", {"status": {"addresses": addresses}})
+        if code != 200:
+            raise ClusterError(f"patching the node's addresses: {code}")
+    taints = node.get("spec", {}).get("taints") or []
+    kept = [t for t in taints if t.get("key") != "node.cloudprovider.kubernetes.io/uninitialized"]
+    if kept != taints:
+        code, _ = api_get(state, cfg, path, "PATCH", {"spec": {"taints": kept or None}})
+        if code != 200:
+            raise ClusterError(f"removing the node's uninitialized taint: {code}")
 
 
 def node_ready(state: Path, cfg: dict[str, Any]) -> bool:
@@ -368,7 +426,7 @@ def ensure_alive(name: str, state: Path, bin_dir: Path, cfg: dict[str, Any]) -> 
 
 
 def up(state: Path, bin_dir: Path) -> None:
-    for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
+    for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet"):
         if not (bin_dir / b).is_file():
             raise ClusterError(f"{bin_dir / b} is missing: run hack/cluster.sh build")
     if not (state / "config.json").exists():
@@ -389,6 +447,20 @@ def up(state: Path, bin_dir: Path) -> None:
     )
     for name in ("kube-controller-manager", "kube-scheduler", "node"):
         ensure_alive(name, state, bin_dir, cfg)
+    sock = state / "node" / "containerd.sock"
+    wait_until("containerd", 30, lambda: node_config.containerd_answers(sock), state, "node/containerd")
+    # Pods use the project's images by name (imagePullPolicy IfNotPresent): there is no registry.
+    subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "images.py"), "load", f"--address={sock}"], check=True
+    )
+    wait_until(
+        f"node {NODE_NAME} registered",
+        60,
+        lambda: api_get(state, cfg, f"/api/v1/nodes/{NODE_NAME}")[0] == 200,
+        state,
+        "node/kubelet",
+    )
+    initialize_node(state, cfg)
     wait_until(
         "the default ServiceAccount",
         120,
@@ -396,7 +468,7 @@ def up(state: Path, bin_dir: Path) -> None:
         state,
         "kube-controller-manager",
     )
-    wait_until(f"node {NODE_NAME} Ready", 60, lambda: node_ready(state, cfg), state, "node")
+    wait_until(f"node {NODE_NAME} Ready", 60, lambda: node_ready(state, cfg), state, "node/kubelet")
 
 
 def stop(pids: list[int], grace: float) -> None:
@@ -424,17 +496,36 @@ def _zombie(pid: int) -> bool:
 def down(state: Path) -> None:
     if not state.exists():
         return
-    # The node first (it stops its pods), then the control plane together, etcd last.
-    for group in (["node"], ["kube-scheduler", "kube-controller-manager", "kube-apiserver"], ["etcd"]):
+    # The node first (its init stops kubelet, the containers and containerd), then the control plane
+    # together, etcd last.
+    node = pid_of(state, "node")
+    if node is not None:
+        stop_node(node)
+    if (state / "node").is_dir():
+        subprocess.run(["bash", str(ROOT / "hack" / "node.sh"), "cleanup", str(state / "node")], check=False)
+    for group in (["kube-scheduler", "kube-controller-manager", "kube-apiserver"], ["etcd"]):
         pids = [p for p in (pid_of(state, n) for n in group) if p is not None]
-        stop(pids, 20 if group == ["node"] else 10)
-    # Whatever the node could not stop itself (it records each container's process group).
-    run_dir = state / "node" / "run"
-    if run_dir.is_dir():
-        for f in run_dir.glob("*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.killpg(int(f.read_text()), signal.SIGKILL)
+        stop(pids, 10)
     shutil.rmtree(state, ignore_errors=True)
+
+
+def stop_node(pid: int) -> None:
+    """SIGTERM to the namespace's init (unshare's child; unshare itself ignores TERM), then wait for it."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGTERM)
+    stop([pid], 45) if not children else _wait_gone(pid, 45)
+
+
+def _wait_gone(pid: int, grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while Path(f"/proc/{pid}").exists() and not _zombie(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop([pid], 0)
 
 
 def main() -> int:

@@ -70,6 +70,16 @@ class HostVolumes:
             self.kube.kubectl("create", "-f", "-", input=json.dumps(manifest))
         return manifest
 
+    def code(self, namespace: str, directory: Path) -> dict[str, Any]:
+        """spec.executors fields that give executor pods the test's own modules (and files) in
+        ``directory``, at the same path as on the host: a claim on it, mounted there, and PYTHONPATH."""
+        self.provide(namespace, "test-code", directory)
+        return {
+            "env": [{"name": "PYTHONPATH", "value": str(directory)}],
+            "volumes": [{"name": "test-code", "persistentVolumeClaim": {"claimName": "test-code"}}],
+            "volumeMounts": [{"name": "test-code", "mountPath": str(directory)}],
+        }
+
     def wait_bound(self, namespace: str, claim: str) -> None:
         def phase() -> bool:
             out = self.kube.kubectl(

@@ -1,4 +1,4 @@
-"""pytest fixtures for the real Kubernetes control plane and the test node.
+"""pytest fixtures for the real Kubernetes control plane and the dev node (the real kubelet).
 
 `kube` (session): reuses a cluster that answers at $KUBECONFIG or <dev dir>/cluster/kubeconfig, otherwise
 starts one with `hack/cluster.sh up` (building it if needed) and stops it at the end of the session.
@@ -8,6 +8,7 @@ Infrastructure that cannot start is an error, never a skip.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import secrets
@@ -17,13 +18,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from kubernetes import client, config
 
-from tests.harness.podlogs import pod_logs
-
 ROOT = Path(__file__).resolve().parents[2]
+# The images `hack/cluster.sh up` builds and loads into the dev node (hack/images.py): no registry, so
+# pods name exactly these (imagePullPolicy IfNotPresent, the default for a tag other than latest).
+VERSION = importlib.metadata.version("directstream")
+EXECUTOR_IMAGE = f"directstream/executor:{VERSION}"
+OPERATOR_IMAGE = f"directstream/operator:{VERSION}"
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 
 
@@ -46,13 +51,22 @@ class Kube:
     def api_client(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=self.kubeconfig)
 
-    @property
-    def node_state(self) -> Path:
-        """The test node's state dir, next to the kubeconfig that hack/cluster_up.py writes."""
-        return Path(self.kubeconfig).parent / "node"
+    def api_server_env(self) -> list[dict[str, str]]:
+        """Container env that points in-cluster clients at the API server: the kubelet sets
+        KUBERNETES_SERVICE_HOST to the Service IP, which nothing routes without kube-proxy here."""
+        api = self.api_client()
+        server = urlparse(api.configuration.host)
+        api.close()
+        return [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": server.hostname or "127.0.0.1"},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": str(server.port or 443)},
+        ]
 
     def pod_logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        return pod_logs(namespace, pod, container, state_dir=self.node_state)
+        """The container's log as `kubectl logs` shows it ("" when there is none yet)."""
+        args = ["logs", "-n", namespace, pod, *(["-c", container] if container else [])]
+        proc = self.kubectl(*args, check=False)
+        return proc.stdout if proc.returncode == 0 else ""
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.25) -> Any:
         return poll_until(what, check, timeout, every)

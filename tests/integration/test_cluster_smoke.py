@@ -1,5 +1,5 @@
 """The test infrastructure is real: CEL validation, the Job controller, the scheduler, RBAC on
-service-account tokens, garbage collection, and the test node running pods as processes."""
+service-account tokens, garbage collection, and the dev node running pods as real containers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.harness.kube_fixtures import Kube, wait_crd_established
+from tests.harness.kube_fixtures import EXECUTOR_IMAGE, Kube, wait_crd_established
 
 pytestmark = pytest.mark.k8s
 NODE = "directstream-test-node"
@@ -29,7 +29,7 @@ def core(kube: Kube) -> Iterator[client.CoreV1Api]:
 def python_pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
     container = {
         "name": "main",
-        "image": "python:3.11-slim",
+        "image": EXECUTOR_IMAGE,
         "command": ["python3", "-c", textwrap.dedent(script)],
     }
     container.update(spec.pop("container", {}))
@@ -146,7 +146,7 @@ def test_indexed_job_runs_on_test_node(kube: Kube, core: client.CoreV1Api, names
     """
     container = {
         "name": "work",
-        "image": "python:3.11-slim",
+        "image": EXECUTOR_IMAGE,
         "command": ["python3", "-c", textwrap.dedent(script)],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
     }
@@ -233,7 +233,10 @@ def test_service_account_token_carries_exactly_its_rbac(
             "ns": ns, "cm": cm_code, "color": cm["data"]["color"], "secrets": sec_code, "list": list_code,
             "user": who["status"]["userInfo"]["username"]}))
     """
-    core.create_namespaced_pod(namespace, python_pod("caller", script, serviceAccountName="reader"))
+    core.create_namespaced_pod(
+        namespace,
+        python_pod("caller", script, serviceAccountName="reader", container={"env": kube.api_server_env()}),
+    )
     pod = wait_phase(kube, core, namespace, "caller", ("Succeeded", "Failed"))
     t = terminated(pod)
     assert t.exit_code == 0, (t.message, kube.pod_logs(namespace, "caller"))
@@ -350,7 +353,8 @@ def test_environment_resolution(kube: Kube, core: client.CoreV1Api, namespace: s
         "LABEL": "smoke",
         "COMBINED": f"clicks-{namespace}-$(TOPIC)-$(UNDEFINED)",
         "CFG_a": "1",
-        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        # the real kubelet's service env: the kubernetes Service's IP
+        "KUBERNETES_SERVICE_HOST": core.read_namespaced_service("kubernetes", "default").spec.cluster_ip,
         "missing": False,
         "argv": ["clicks", "$(TOPIC)"],
         "cwd": "/tmp",
@@ -363,7 +367,13 @@ def test_graceful_deletion_and_active_deadline(kube: Kube, core: client.CoreV1Ap
     )
     core.create_namespaced_pod(namespace, python_pod("sleeper", sleeper))
     core.create_namespaced_pod(
-        namespace, python_pod("deadline", "import time; time.sleep(300)", activeDeadlineSeconds=2)
+        namespace,
+        python_pod(
+            "deadline",
+            "import time; time.sleep(300)",
+            activeDeadlineSeconds=2,
+            terminationGracePeriodSeconds=1,
+        ),
     )
     pod = wait_phase(kube, core, namespace, "sleeper", ("Running",))
     assert pod.status.container_statuses[0].state.running is not None
@@ -379,4 +389,6 @@ def test_graceful_deletion_and_active_deadline(kube: Kube, core: client.CoreV1Ap
     kube.wait_for("the deleted pod to disappear", gone, timeout=8)  # SIGTERM honoured well before the grace
     pod = wait_phase(kube, core, namespace, "deadline", ("Failed",), timeout=30)
     assert pod.status.reason == "DeadlineExceeded"
-    assert terminated(pod).exit_code == 143  # killed by SIGTERM, as a runtime reports it
+    # The container's PID 1 has no SIGTERM handler, so the kernel ignores SIGTERM for it; the runtime
+    # kills it after the grace period.
+    assert terminated(pod).exit_code == 137

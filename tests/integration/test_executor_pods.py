@@ -23,7 +23,7 @@ from directstream.operator.core.manifests import build_executor_job
 from directstream.operator.core.spec import parse_stream
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
-from tests.harness.kube_fixtures import Kube, enforce_restricted
+from tests.harness.kube_fixtures import EXECUTOR_IMAGE, Kube, enforce_restricted
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     OperatorProcess,
@@ -69,7 +69,7 @@ def job_for(namespace: str, bootstrap: str, topic: str, executors: dict[str, Any
         [unit],
         namespace=namespace,
         owner=owner,
-        image="directstream/executor:test",
+        image=EXECUTOR_IMAGE,
         secret_name=None,
         secret_keys=[],
     )
@@ -192,7 +192,13 @@ def test_jsonl_without_a_volume_is_refused_and_runs_once_one_is_mounted(
 
 
 def test_the_operator_without_executor_image_runs_the_image_of_its_version(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    topic_name: str,
+    tmp_path: Path,
+    host_volumes: HostVolumes,
 ) -> None:
     assert operator.executor_image is None  # started as users start it: no --executor-image
     version = importlib.metadata.version("directstream")
@@ -211,7 +217,7 @@ def test_the_operator_without_executor_image_runs_the_image_of_its_version(
     )
     spec = {
         "topics": [topic_name],
-        "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "executors": host_volumes.code(namespace, tmp_path),
         "processor": {"sink": "python", "options": {"entryPoint": "slowsink:Slow"}},
     }
     kube.kubectl("apply", "-f", "-", input=stream_manifest("plain", namespace, kafka.bootstrap, spec))

@@ -1,6 +1,6 @@
 """The Helm chart end to end: lint, the API server's verdict on every rendering, `helm install --wait` of the
-operator (run by the test node from this machine's PATH), a stream through it, `helm test`, the RBAC it
-grants, and `helm uninstall` leaving nothing behind."""
+operator (the real operator image, a real container on the dev node), a stream through it, `helm test`, the
+RBAC it grants, and `helm uninstall` leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import yaml
 
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
-from tests.harness.kube_fixtures import Kube, _cluster_env
+from tests.harness.kube_fixtures import EXECUTOR_IMAGE, OPERATOR_IMAGE, VERSION, Kube, _cluster_env
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     condition,
@@ -94,23 +94,24 @@ def free_port() -> int:
         return port
 
 
-def chart_values(namespace: str, **overrides: Any) -> dict[str, Any]:
-    """Values for the test node: any image name (it runs the command from PATH), ports nobody else uses
-    (pods share the host's network) and /healthz on the loopback for `helm test` (no cluster DNS)."""
+def chart_values(namespace: str, kube: Kube | None = None, **overrides: Any) -> dict[str, Any]:
+    """Values for the dev node: the images `hack/cluster.sh up` loaded (no registry), ports nobody else
+    uses (pods share the host's network), the API server's own address (no kube-proxy routes the Service
+    IP) and /healthz on the loopback for `helm test` (no cluster DNS)."""
     values: dict[str, Any] = {
         "watchNamespaces": [namespace],
-        "image": {"repository": "directstream/operator", "tag": "test"},
-        "executors": {"image": {"repository": "directstream/executor", "tag": "test"}},
-        # The test node mounts the scratch emptyDir over the host path: keep it off /tmp, where a
-        # checkout (and its .venv, which the node runs the operator from) may live.
-        "operator": {
-            "logFormat": "plain",
-            "livenessPort": free_port(),
-            "tmpDir": f"/var/tmp/directstream-{namespace}",
-        },
+        "image": {"repository": "directstream/operator", "tag": VERSION},
+        "executors": {"image": {"repository": "directstream/executor", "tag": VERSION}},
+        "operator": {"logFormat": "plain", "livenessPort": free_port()},
         "metrics": {"port": free_port()},
         "tests": {"healthzHost": "127.0.0.1"},
     }
+    if kube is not None:
+        env = {e["name"]: e["value"] for e in kube.api_server_env()}
+        values["apiServer"] = {
+            "host": env["KUBERNETES_SERVICE_HOST"],
+            "port": int(env["KUBERNETES_SERVICE_PORT"]),
+        }
     values.update(overrides)
     return values
 
@@ -297,7 +298,7 @@ def test_the_chart_lints_and_every_rendering_passes_the_api_server(
         assert rules_of(discovery) == want
         # The chart's tag pins the executor image; the repository is passed either way.
         assert "--executor-repository=directstream/executor" in args
-        assert "--executor-image=directstream/executor:test" in args
+        assert f"--executor-image={EXECUTOR_IMAGE}" in args
     # Without a tag or digest the operator runs the executor image of its own version.
     values = chart_values(namespace, executors={"image": {"repository": "registry.local/executor"}})
     (deployment,) = [
@@ -354,7 +355,7 @@ def test_helm_install_runs_a_stream_exactly_once_and_uninstall_leaves_nothing(
     record_property: Any,
 ):
     restricted_namespace(kube, namespace)
-    values = chart_values(namespace)
+    values = chart_values(namespace, kube)
     seconds = release.install(values)
     record_property("helm_install_wait_to_ready_seconds", round(seconds, 1))
     print(f"helm install --wait to Ready: {seconds:.1f}s")
@@ -368,6 +369,11 @@ def test_helm_install_runs_a_stream_exactly_once_and_uninstall_leaves_nothing(
             "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator", "-o", "json"
         ).stdout
     )["items"]
+    # A real container from the image hack/images.py built, run by containerd.
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["image"].endswith(OPERATOR_IMAGE) and status["containerID"].startswith("containerd://")
+    env = pod["spec"]["containers"][0]["env"]
+    assert [e for e in env if e["name"].startswith("KUBERNETES_SERVICE_")] == kube.api_server_env()
     kube.wait_for(
         "the operator pod to hold the Lease",
         lambda: (
@@ -385,6 +391,19 @@ def test_helm_install_runs_a_stream_exactly_once_and_uninstall_leaves_nothing(
     kube.kubectl("wait", "--for=condition=Ready", "directstream/clicks", "-n", namespace, "--timeout=60s")
     assert_exactly_once(out, latest)
     assert group_offsets(kafka.bootstrap, topic_name, topic_name) == latest
+    # The executors ran from the executor image of the operator's version (their pods go with the Jobs;
+    # the kubelet's events stay).
+    pulled = kube.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "reason=Pulled",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ).stdout
+    assert f'Container image "{EXECUTOR_IMAGE}" already present on machine' in pulled, pulled
     log = operator_log(kube, namespace)
     assert "forbidden" not in log.lower() and "Not enough permissions" not in log, log[-3000:]
 
@@ -411,7 +430,7 @@ def test_a_verb_missing_from_the_role_is_reported_on_the_stream(
     topic_name: str,
     tmp_path: Path,
 ):
-    release.install(chart_values(namespace))
+    release.install(chart_values(namespace, kube))
     role = json.loads(kube.kubectl("get", "role", FULLNAME, "-n", namespace, "-o", "json").stdout)
     index = next(i for i, rule in enumerate(role["rules"]) if rule["resources"] == ["jobs"])
     without_create = [v for v in role["rules"][index]["verbs"] if v != "create"]

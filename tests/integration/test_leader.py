@@ -45,13 +45,21 @@ ROWS_SINK = (
 )
 
 
-def rows_spec(topic: str, tmp_path: Path, *, delay: float = 0.0, rate: int = 0) -> dict[str, object]:
+def rows_spec(
+    topic: str,
+    tmp_path: Path,
+    host_volumes: HostVolumes,
+    namespace: str,
+    *,
+    delay: float = 0.0,
+    rate: int = 0,
+) -> dict[str, object]:
     (tmp_path / "rowsink.py").write_text(ROWS_SINK)
     return {
         "topics": [topic],
         "batchInterval": "1s",
         "rate": {"maxPerPartition": rate},
-        "executors": {"max": 2, "env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "executors": {"max": 2, **host_volumes.code(namespace, tmp_path)},
         "processor": {
             "sink": "python",
             "options": {"entryPoint": "rowsink:Rows", "out": str(tmp_path / "rows"), "delay": str(delay)},
@@ -106,6 +114,7 @@ def test_two_operators_at_once_only_one_drives_and_commits(
     two_operators: tuple[OperatorProcess, OperatorProcess],
     topic_name: str,
     tmp_path: Path,
+    host_volumes: HostVolumes,
 ):
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 400, partitions=2)
@@ -113,7 +122,12 @@ def test_two_operators_at_once_only_one_drives_and_commits(
         "apply",
         "-f",
         "-",
-        input=stream_manifest("pair", namespace, kafka.bootstrap, rows_spec(topic_name, tmp_path, rate=100)),
+        input=stream_manifest(
+            "pair",
+            namespace,
+            kafka.bootstrap,
+            rows_spec(topic_name, tmp_path, host_volumes, namespace, rate=100),
+        ),
     )
     # Records keep arriving while both operators look at the stream, so plans made at different
     # moments differ.
@@ -170,11 +184,12 @@ def test_killing_the_leader_mid_batch_hands_the_stream_to_the_standby_exactly_on
     operator_pair: tuple[OperatorProcess, OperatorProcess],
     topic_name: str,
     tmp_path: Path,
+    host_volumes: HostVolumes,
 ):
     leader, standby = operator_pair
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 400, partitions=2)
-    spec = rows_spec(topic_name, tmp_path, delay=4.0)
+    spec = rows_spec(topic_name, tmp_path, host_volumes, namespace, delay=4.0)
     kube.kubectl("apply", "-f", "-", input=stream_manifest("handover", namespace, kafka.bootstrap, spec))
     pending = wait_until("a running batch", lambda: running_batch(kube, namespace, "handover"), 90)
     leader.kill()
@@ -202,13 +217,14 @@ def test_a_frozen_leader_is_deposed_and_commits_nothing_when_it_wakes(
     operator_pair: tuple[OperatorProcess, OperatorProcess],
     topic_name: str,
     tmp_path: Path,
+    host_volumes: HostVolumes,
 ):
     """SIGSTOP (a long pause, a frozen node) keeps the process and everything it held: when it
     wakes after the standby took over, it finds it no longer leads and writes nothing."""
     leader, standby = operator_pair
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 400, partitions=2)
-    spec = rows_spec(topic_name, tmp_path, delay=4.0)
+    spec = rows_spec(topic_name, tmp_path, host_volumes, namespace, delay=4.0)
     kube.kubectl("apply", "-f", "-", input=stream_manifest("frozen", namespace, kafka.bootstrap, spec))
     pending = wait_until("a running batch", lambda: running_batch(kube, namespace, "frozen"), 90)
     leader.pause()

@@ -104,7 +104,13 @@ def test_a_stream_runs_to_ready_with_every_record_once(
 
 
 def test_operator_killed_mid_batch_adopts_the_running_job(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    topic_name: str,
+    tmp_path: Path,
+    host_volumes: HostVolumes,
 ):
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 400, partitions=2)
@@ -128,7 +134,7 @@ def test_operator_killed_mid_batch_adopts_the_running_job(
             {
                 "topics": [topic_name],
                 "batchInterval": "1s",
-                "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+                "executors": host_volumes.code(namespace, tmp_path),
                 "processor": {
                     "sink": "python",
                     "options": {"entryPoint": "slowsink:Slow", "out": str(sink_out)},
@@ -151,7 +157,13 @@ def test_operator_killed_mid_batch_adopts_the_running_job(
 
 
 def test_a_failed_executor_retries_the_same_ranges(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    topic_name: str,
+    tmp_path: Path,
+    host_volumes: HostVolumes,
 ):
     kafka.create_topic(topic_name, partitions=2)
     kafka.produce(topic_name, 200, partitions=2)
@@ -173,7 +185,7 @@ def test_a_failed_executor_retries_the_same_ranges(
             {
                 "topics": [topic_name],
                 "batchInterval": "1s",
-                "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+                "executors": host_volumes.code(namespace, tmp_path),
                 "processor": {"sink": "python", "options": {"entryPoint": "flaky:Flaky"}},
             },
         ),
@@ -308,7 +320,13 @@ def test_ten_streams_under_one_operator_all_progress(
 
 
 def test_deleting_a_stream_collects_its_jobs_and_group(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    topic_name: str,
+    tmp_path: Path,
+    host_volumes: HostVolumes,
 ):
     kafka.create_topic(topic_name, partitions=1)
     kafka.produce(topic_name, 50)
@@ -316,7 +334,7 @@ def test_deleting_a_stream_collects_its_jobs_and_group(
         "topics": [topic_name],
         "batchInterval": "500ms",
         "deleteConsumerGroup": True,
-        "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "executors": host_volumes.code(namespace, tmp_path),
         "processor": {"sink": "count"},
     }
     apply(kube, stream_manifest("gone", namespace, kafka.bootstrap, spec))
@@ -368,7 +386,13 @@ def test_pods_stuck_pending_fail_the_attempt_with_a_clear_condition(
 
 
 def test_kafka_settings_from_a_secret_reach_executors_without_being_copied(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    topic_name: str,
+    tmp_path: Path,
+    host_volumes: HostVolumes,
 ):
     kafka.create_topic(topic_name, partitions=1)
     kafka.produce(topic_name, 20)
@@ -383,7 +407,7 @@ def test_kafka_settings_from_a_secret_reach_executors_without_being_copied(
     spec = {
         "topics": [topic_name],
         "kafka": {"bootstrapServers": kafka.bootstrap, "configFrom": {"secretRef": {"name": "kafka-client"}}},
-        "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        "executors": host_volumes.code(namespace, tmp_path),
         "processor": {"sink": "python", "options": {"entryPoint": "slowsink:Slow"}},
     }
     apply(kube, stream_manifest("secretive", namespace, kafka.bootstrap, spec))
