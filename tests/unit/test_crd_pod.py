@@ -77,8 +77,11 @@ def test_the_cel_rules_name_what_the_parser_checks() -> None:
     assert scratch == f"self != '{SCRATCH_VOLUME}'"
     mounts, min_max = rules(node_at(EXECUTORS))
     assert "self.volumes.exists(v, v.name == m.name)" in mounts
-    assert min_max == "self.min <= self.max"
+    # The rule also runs against the default {} (nested defaults not applied yet), so absent
+    # fields stand for their defaults (min 1, max 4) as in the parser.
+    assert min_max == "(has(self.min) ? self.min : 1) <= (has(self.max) ? self.max : 4)"
     assert not parses({"min": 3, "max": 2})
+    assert not parses({"min": 5})
     assert parses({"min": 2, "max": 2, "mode": "pool"})
     _, label_keys = rules(executors_node("podLabels"))
     assert set(re.findall(r"'([^']+)'", label_keys.split("]")[0])) == RESERVED_LABEL_KEYS
