@@ -383,9 +383,7 @@ def test_other_sinks_need_no_volume() -> None:
 
 
 def test_the_default_image_is_the_repository_at_the_version() -> None:
-    assert (
-        default_executor_image(DEFAULT_EXECUTOR_REPOSITORY, "0.1.0") == "directstream/executor:0.1.0"
-    )
+    assert default_executor_image(DEFAULT_EXECUTOR_REPOSITORY, "0.1.0") == "directstream/executor:0.1.0"
     assert (
         default_executor_image("reg:5000/x/executor", "0.2.0+g12ab.dirty")
         == "reg:5000/x/executor:0.2.0-g12ab.dirty"
