@@ -133,6 +133,7 @@ async def drive_stream(
         post_event=post_event,
         stopped=lambda: bool(stopped),
         leading=lambda: leadership.leading,
+        allow_kafka_oidc=bool(getattr(memo, "allow_kafka_oidc", False)),
     )
     metrics: OperatorMetrics | None = getattr(memo, "metrics", None)  # None with --metrics-port 0
     if metrics is not None:

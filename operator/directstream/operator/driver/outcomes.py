@@ -48,6 +48,8 @@ HaltReason = Literal[
     "kafka-unavailable",
     "store-unavailable",
     "kube-error",
+    "state-unreadable",
+    "internal-error",
 ]
 
 
