@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from directstream.executor.contract import ExecutorResult, FailedAt, OffsetRange, WorkUnit
+from directstream.executor.contract.redact import scrub
 from directstream.executor.errors import RangeFailedError, StopRequestedError
 from directstream.executor.processors.base import Processor
 from directstream.executor.reader import RangeReader, ReaderOptions
@@ -39,7 +40,7 @@ def run_unit(
             records=records,
             bytes=payload,
             seconds=time.monotonic() - started,
-            error=error,
+            error=scrub(error) if error is not None else None,  # libpq and friends echo DSNs
             failed_at=failed_at,
             digest=unit.digest,
         )
