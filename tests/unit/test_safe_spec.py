@@ -22,6 +22,7 @@ from directstream.executor.contract.redact import remember, scrub
 from directstream.operator.core.spec import SpecError, parse_spec, parse_stream
 from directstream.operator.core.spec_access import check_oidc, check_secret
 from directstream.operator.core.topic_pattern import fullmatch
+from directstream.operator.hosts.local import local_secrets
 from tests.crd_support import MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,3 +154,10 @@ def test_scrub_removes_remembered_secret_values() -> None:
     remember(["kafka-secret-value-42", "ab"])
     assert scrub("auth failed with kafka-secret-value-42") == "auth failed with ***"
     assert scrub("ab stays") == "ab stays", "too short to mask safely"
+
+
+def test_local_mode_takes_secrets_from_directstream_kafka_variables() -> None:
+    environ = {"DIRECTSTREAM_KAFKA_SASL_PASSWORD": "p", "DIRECTSTREAM_KAFKA_NOT_A_SECRET": "x"}
+    assert local_secrets(environ) == {"sasl.password": "DIRECTSTREAM_KAFKA_SASL_PASSWORD"}
+    settings = KafkaClientSettings("k:9092", secret_env=local_secrets(environ))
+    assert settings.consumer_config(group_id="g", client_id="c", environ=environ)["sasl.password"] == "p"
