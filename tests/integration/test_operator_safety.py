@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
@@ -97,8 +98,11 @@ def test_refused_settings_reach_no_job_and_no_commit_while_another_stream_progre
     for name, fragment in reasons.items():
         degraded = wait_until(f"{name} InvalidSpec", lambda name=name: invalid_spec(kube, namespace, name))
         assert fragment in degraded["message"], degraded
-        shown = kube.kubectl("get", "directstream", name, "-n", namespace, "-o", "yaml").stdout
-        assert "reason: InvalidSpec" in shown and fragment.split("'")[0] in shown
+        shown = yaml.safe_load(
+            kube.kubectl("get", "directstream", name, "-n", namespace, "-o", "yaml").stdout
+        )
+        reasons_shown = {c["type"]: c["reason"] for c in shown["status"]["conditions"]}
+        assert reasons_shown.get("Degraded") == "InvalidSpec", shown["status"]
     latest = latest_offsets(kafka.bootstrap, topic_name)
     wait_committed(kube, namespace, "good", latest)
     time.sleep(2)  # a few more turns of the refused streams' loops
