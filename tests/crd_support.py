@@ -199,12 +199,23 @@ def full_state() -> StreamState:
         committed={("clicks", 0): 100, ("clicks", 1): 50},
         ledger=tuple(
             LedgerEntry(
-                batch, 1, 3, 10, 2048, 0.125, 1793491200.5 + batch, note="reset r1" if batch == 5 else ""
+                batch,
+                1,
+                3,
+                10,
+                2048,
+                0.125,
+                1793491200.5 + batch,
+                note="reset r1" if batch == 5 else "",
+                skipped=batch % 2,
+                dead_lettered=batch % 3,
             )
             for batch in range(5, LEDGER_LIMIT + 5)
         ),
         rate=RateState(rate=1234.5, updated_at=1793491200.25, error=-3.5),
         records_total=4711,
+        skipped_total=12,
+        dead_lettered_total=7,
         applied_reset="r1",
         topics={"clicks": TopicRecord("frzguCiNQsyBg0GWQ3NtTQ", 190), "views": TopicRecord("", 0)},
     )
@@ -214,7 +225,13 @@ def full_state() -> StreamState:
             "kafka": {"bootstrapServers": "k:9092"},
             "topics": ["clicks"],
             "executors": {"max": 2, "maxRecords": 40, "env": [{"name": "A", "value": "b"}]},
-            "processor": {"sink": "jsonl", "options": {"directory": "/out"}},
+            "processor": {
+                "sink": "jsonl",
+                "options": {"directory": "/out"},
+                "decode": {"value": "json"},
+                "onError": "deadLetter",
+                "deadLetter": {"topic": "clicks-dlq"},
+            },
         },
     )
     recorded = state.with_plan(plan, now=1793491201.75, pinned=pin(stream, plan))

@@ -125,6 +125,21 @@ INVALID = [
     ("maxAttempts 0", _set("maxAttempts", 0), "spec.maxAttempts"),
     ("bad enum", _set("onDataLoss", "skip"), 'supported values: "fail", "earliest"'),
     ("bad sink", _set("processor/sink", "s3"), 'Unsupported value: "s3"'),
+    (
+        "bad decode",
+        _set("processor/decode", {"value": "avro"}),
+        'supported values: "bytes", "string", "json"',
+    ),
+    (
+        "deadLetter without a topic",
+        _set("processor/onError", "deadLetter"),
+        "onError deadLetter needs spec.processor.deadLetter.topic",
+    ),
+    (
+        "deadLetter under skip",
+        _set("processor/deadLetter", {"topic": "dlq"}),
+        "spec.processor.deadLetter is only used with onError deadLetter",
+    ),
     ("forbidden config key", _set("kafka/config", {"group.id": "x"}), "set spec.groupId instead"),
     (
         "forbidden auto commit",
@@ -262,6 +277,14 @@ def test_full_manifest_is_accepted(kube: Kube, namespace: str, objects: client.C
         "processor": {
             "sink": "python",
             "options": {"entryPoint": "shop.handlers:on_batch", "table": "clicks"},
+            "decode": {"key": "string", "value": "json"},
+            "onError": "deadLetter",
+            "deadLetter": {
+                "topic": "clicks-dlq",
+                "bootstrapServers": "k3:9092",
+                "config": {"compression.type": "zstd"},
+                "transactionalIdPrefix": "clicks-dlq",
+            },
         },
         "onDataLoss": "earliest",
         "maxAttempts": 5,

@@ -60,6 +60,7 @@ FREE_FORM = {
     "spec.executors.containerSecurityContext",
     "spec.executors.affinity",
     "spec.processor.options",
+    "spec.processor.deadLetter.config",
 }
 
 # --- names --------------------------------------------------------------------------------------------------
@@ -257,6 +258,8 @@ def test_every_declared_field_with_a_valid_value_parses(
 
 # Optional fields without a CRD default: the parser's default is "absent" or depends on other fields.
 NO_DEFAULT = {
+    "spec.processor.decode",  # unset: text when valid UTF-8, else base64
+    "spec.processor.deadLetter",  # only with onError: deadLetter
     "spec.topics",
     "spec.topicPattern",
     "spec.groupId",  # metadata.name

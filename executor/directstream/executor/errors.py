@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from directstream.executor.contract import ConfigurationError, DirectStreamError, OffsetRange
 
-__all__ = ["ConfigurationError", "RangeFailedError", "StopRequestedError"]
+__all__ = ["ConfigurationError", "PoisonRecord", "RangeFailedError", "StopRequestedError"]
 
 
 class RangeFailedError(DirectStreamError):
@@ -19,3 +19,12 @@ class RangeFailedError(DirectStreamError):
 
 class StopRequestedError(DirectStreamError):
     """A stop was requested (SIGTERM) before the work unit finished."""
+
+
+class PoisonRecord(Exception):
+    """Raise from a python processor's ``process_record(record, range)``: this one record is bad.
+
+    Under ``spec.processor.onError: skip`` the record is dropped and counted, under ``deadLetter``
+    its original bytes go to the dead-letter topic with the message as ``directstream.error``, and
+    under ``fail`` (the default) the unit fails at its offset. Any other exception fails the unit.
+    """

@@ -69,7 +69,7 @@ def payload_bytes(records: Sequence[KafkaRecord]) -> int:
     return sum(map(len, messages)) + sum(map(len, filter(None, map(message_key, messages))))
 
 
-def _put_bytes(doc: dict[str, Any], name: str, data: bytes | None) -> None:
+def put_bytes(doc: dict[str, Any], name: str, data: bytes | None) -> None:
     if data is None:
         doc[name] = None
         return
@@ -79,7 +79,7 @@ def _put_bytes(doc: dict[str, Any], name: str, data: bytes | None) -> None:
         doc[name + "Base64"] = base64.b64encode(data).decode("ascii")
 
 
-def _header_entry(name: str, data: bytes | str | None) -> list[str | None]:
+def header_entry(name: str, data: bytes | str | None) -> list[str | None]:
     if data is None:
         return [name, None]
     if isinstance(data, str):
@@ -99,11 +99,11 @@ def record_to_json(record: KafkaRecord) -> dict[str, Any]:
         "offset": record.offset(),
         "timestamp": None if timestamp_type == TIMESTAMP_NOT_AVAILABLE else timestamp,
     }
-    _put_bytes(doc, "key", record.key())
-    _put_bytes(doc, "value", record.value())
+    put_bytes(doc, "key", record.key())
+    put_bytes(doc, "value", record.value())
     headers = record.headers() or []
     pairs = headers.items() if isinstance(headers, dict) else headers
-    doc["headers"] = [_header_entry(name, data) for name, data in pairs]
+    doc["headers"] = [header_entry(name, data) for name, data in pairs]
     return doc
 
 
@@ -235,6 +235,9 @@ def encode_json_lines(records: Sequence[KafkaRecord], range_: OffsetRange | None
     partition are taken from it."""
     if not records:
         return b""
+    first: Any = records[0]
+    if type(first) is not Message and hasattr(first, "json_object"):  # decoded records (processor.decode)
+        return _encoder.encode_lines([r.json_object() for r in records])  # type: ignore[attr-defined]
     try:
         return _encoder.encode_lines(_json_records(records, range_, optimistic=True))
     except UnicodeDecodeError:  # some key or value is binary: sort the chunk out record by record

@@ -43,6 +43,8 @@ def run_unit(
             error=scrub(error) if error is not None else None,  # libpq and friends echo DSNs
             failed_at=failed_at,
             digest=unit.digest,
+            skipped=getattr(processor, "skipped", 0),
+            dead_lettered=getattr(processor, "dead_lettered", 0),
         )
 
     try:

@@ -25,7 +25,7 @@ from directstream.executor.contract.redact import scrub
 from .adapters.kafka import KafkaOffsetsPort
 from .adapters.local.state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
 from .adapters.postgres import OffsetStoreError
-from .cli_render import ProgressPrinter, ledger_table, offsets_table, plan_report
+from .cli_render import ProgressPrinter, ledger_table, offsets_table, plan_report, poison_totals
 from .core.errors import KafkaUnavailable, PermanentError
 from .core.events import Note
 from .core.planning import DataLossError
@@ -157,6 +157,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"(lag unknown: {exc})", file=sys.stderr)
     print(f"stream {spec.name}  group {spec.group_id}  state {state_dir}")
     print(f"records committed (all time): {state.records_total:,}  next batch: {state.next_batch_id}")
+    if poison_totals(state):
+        print(f"poison records: {poison_totals(state)}")
     if latest is not None:
         print(f"total lag: {sum(lag_of(state.committed, latest).values()):,}")
     if state.pending:

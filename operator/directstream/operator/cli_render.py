@@ -10,6 +10,7 @@ from typing import TextIO
 from .core import events as ev
 from .core.planning import BatchPlan, TopicPartition
 from .core.spec import StreamSpec
+from .core.spec_poison import describe_policy
 from .core.state import StreamState
 from .core.status import lag_of
 from .core.work import build_work_units, executor_kafka_settings
@@ -129,7 +130,15 @@ def offsets_table(
     return table(["TOPIC", "PARTITION", "COMMITTED", "LATEST", "LAG"], rows)
 
 
+def poison_totals(state: StreamState) -> str:
+    """The poison-record totals line of ``status`` (empty when none were ever dropped)."""
+    if not (state.skipped_total or state.dead_lettered_total):
+        return ""
+    return f"{state.skipped_total:,} skipped, {state.dead_lettered_total:,} dead-lettered (all time)"
+
+
 def ledger_table(state: StreamState) -> str:
+    poison = any(e.skipped or e.dead_lettered for e in state.ledger)
     rows = [
         [
             e.batch_id,
@@ -139,12 +148,25 @@ def ledger_table(state: StreamState) -> str:
             e.bytes,
             f"{e.seconds:.2f}s",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.committed_at)),
+            *([e.skipped, e.dead_lettered] if poison else []),
             e.note or "",
         ]
         for e in reversed(state.ledger)
     ]
+    poison_columns = ["SKIPPED", "DEAD-LETTERED"] if poison else []
     return table(
-        ["BATCH", "ATTEMPTS", "RANGES", "RECORDS", "BYTES", "DURATION", "COMMITTED AT", "NOTE"], rows
+        [
+            "BATCH",
+            "ATTEMPTS",
+            "RANGES",
+            "RECORDS",
+            "BYTES",
+            "DURATION",
+            "COMMITTED AT",
+            *poison_columns,
+            "NOTE",
+        ],
+        rows,
     )
 
 
@@ -156,6 +178,7 @@ def plan_report(spec: StreamSpec, plan: BatchPlan, kind: str) -> str:
     ]
     lines += [f"  data loss: {x}; read from its start" for x in plan.recreated]
     lines += [f"  data loss: {loss}" for loss in plan.data_loss]
+    lines.append(f"  poison records: {describe_policy(spec.processor.poison)}")
     units = build_work_units(spec, plan, 1, executor_kafka_settings(spec))
     rows = [
         [u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count]

@@ -27,13 +27,16 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from directstream.executor.contract import PoisonOptionsError, parse_poison
+
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from .adapters.kube.api import GROUP, PLURAL, VERSION
-from .cli_render import ledger_table, plan_report, table
+from .cli_render import ledger_table, plan_report, poison_totals, table
 from .core.errors import KafkaUnavailable, PermanentError
 from .core.planning import BatchPlan, DataLossError, TopicPartition
 from .core.spec import SpecError, StreamSpec, parse_spec
 from .core.spec_fields import RFC3339
+from .core.spec_poison import describe_policy
 from .core.state import StreamState
 from .core.status import state_from_status
 from .driver.preview import preview_next_batch
@@ -170,6 +173,15 @@ def _age(timestamp: object) -> str:
     return f"{seconds}s"
 
 
+def spec_policy(spec: Mapping[str, Any]) -> str:
+    """The poison-record policy of a live spec, as ``plan`` shows it."""
+    processor = spec.get("processor")
+    try:
+        return describe_policy(parse_poison(processor if isinstance(processor, Mapping) else {}))
+    except PoisonOptionsError as exc:
+        return f"invalid ({exc})"
+
+
 def render_status(obj: Mapping[str, Any], max_rows: int = 50) -> str:
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     name = str(meta.get("name"))
@@ -184,7 +196,10 @@ def render_status(obj: Mapping[str, Any], max_rows: int = 50) -> str:
         + (f", {state.pending.plan.batch_id} pending" if state.pending else ""),
         f"Records:    {state.records_total:,} committed (all time)",
         f"Lag:        {int(lag['total']):,} records" if "total" in lag else "Lag:        unknown",
+        f"On error:   {spec_policy(spec)}",
     ]
+    if poison_totals(state):
+        out.append(f"Poison:     {poison_totals(state)}")
     if status.get("appliedReset") or spec.get("reset"):
         wanted = (spec.get("reset") or {}).get("id")
         applied = status.get("appliedReset")

@@ -97,6 +97,18 @@ class OperatorMetrics:
             _STREAM,
             registry=r,
         )
+        self.skipped_records = Counter(
+            "directstream_skipped_records",
+            "Poison records dropped in committed batches (processor.onError: skip)",
+            _STREAM,
+            registry=r,
+        )
+        self.dead_lettered_records = Counter(
+            "directstream_dead_lettered_records",
+            "Poison records sent to the dead-letter topic in committed batches (onError: deadLetter)",
+            _STREAM,
+            registry=r,
+        )
         self.executor_failures = Counter(
             "directstream_executor_failures", "Executors that failed a batch attempt", _STREAM, registry=r
         )
@@ -214,6 +226,8 @@ def warning_kind(event: ev.Event) -> str:
             return "internal-error"
         case ev.Fenced():
             return "fenced"
+        case ev.DeadLettered():
+            return "dead-lettered"
     return type(event).__name__.lower()
 
 
@@ -232,6 +246,10 @@ def record_event(metrics: OperatorMetrics, namespace: str, stream: str, event: e
             metrics.batch_duration.labels(*labels).observe(event.seconds)
             metrics.lag.labels(*labels).set(event.lag)
             metrics.batch_attempts.labels(*labels).set(event.attempts)
+            if event.skipped:
+                metrics.skipped_records.labels(*labels).inc(event.skipped)
+            if event.dead_lettered:
+                metrics.dead_lettered_records.labels(*labels).inc(event.dead_lettered)
         case ev.Idle():
             metrics.lag.labels(*labels).set(event.lag)
         case ev.Launched():

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from .errors import ContractError
 from .kafka import KafkaClientSettings
+from .poison import PoisonOptionsError, PoisonPolicy, parse_poison
 from .wire import CONTRACT_VERSION, TERMINATION_MESSAGE_LIMIT
 
 
@@ -58,17 +59,23 @@ class OffsetRange(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ProcessorSettings:
-    """Which sink processes the records, with its options (see DESIGN.md)."""
+    """Which sink processes the records, with its options, and the poison-record policy (see
+    DESIGN.md and :mod:`.poison`); the policy's fields appear in the JSON only when set."""
 
     sink: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    poison: PoisonPolicy = field(default_factory=PoisonPolicy)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sink": self.sink, "options": dict(self.options)}
+        return {"sink": self.sink, "options": dict(self.options), **self.poison.to_json()}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> ProcessorSettings:
-        return cls(sink=str(doc["sink"]), options=dict(doc.get("options", {})))
+        try:
+            poison = parse_poison(doc)
+        except PoisonOptionsError as exc:
+            raise ContractError(f"work unit processor: {exc}") from exc
+        return cls(sink=str(doc["sink"]), options=dict(doc.get("options", {})), poison=poison)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,8 @@ class ExecutorResult:
     error: str | None = None
     failed_at: FailedAt | None = None
     digest: str = ""  # the unit's digest: which pinned attempt this result belongs to
+    skipped: int = 0  # poison records dropped (onError: skip)
+    dead_lettered: int = 0  # poison records written to the dead-letter topic
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -197,6 +206,10 @@ class ExecutorResult:
             doc["failedAt"] = [self.failed_at.topic, self.failed_at.partition, self.failed_at.offset]
         if self.digest:
             doc["digest"] = self.digest
+        if self.skipped:
+            doc["skipped"] = self.skipped
+        if self.dead_lettered:
+            doc["deadLettered"] = self.dead_lettered
         return doc
 
     def dumps(self) -> str:
@@ -231,6 +244,8 @@ class ExecutorResult:
                 error=doc.get("error"),
                 failed_at=FailedAt(str(failed[0]), int(failed[1]), int(failed[2])) if failed else None,
                 digest=str(doc.get("digest", "")),
+                skipped=int(doc.get("skipped", 0)),
+                dead_lettered=int(doc.get("deadLettered", 0)),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise ContractError(f"malformed executor result {text[:200]!r}: {exc}") from exc

@@ -69,4 +69,7 @@ def build_processor(settings: ProcessorSettings, unit: WorkUnit) -> Processor:
         raise ConfigurationError(f"unknown sink {settings.sink!r}; known sinks: {', '.join(sorted(SINKS))}")
     if not isinstance(settings.options, Mapping):
         raise ConfigurationError(f"processor.options for sink {settings.sink!r} must be a mapping")
-    return factory(settings.options, unit)
+    # Imported here: the poison guard builds on this package's transactional kafka sink.
+    from directstream.executor.poison import guarded  # noqa: PLC0415
+
+    return guarded(factory(settings.options, unit), settings.poison, unit, settings.sink)

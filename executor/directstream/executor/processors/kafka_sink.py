@@ -67,7 +67,11 @@ class KafkaProcessor(BaseProcessor):
             self._delivery_error = f"delivery to {message.topic()} failed: {error.str()}"
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
-        produce, topic = self._producer.produce, self.topic
+        self.produce_records(records, range_, self.topic)
+
+    def produce_records(self, records: Sequence[KafkaRecord], range_: OffsetRange, topic: str) -> None:
+        """Produce ``records`` (key, value, headers, timestamp) to ``topic``."""
+        produce = self._producer.produce
         for record in records:
             timestamp_type, timestamp = record.timestamp()
             kwargs: dict[str, Any] = {

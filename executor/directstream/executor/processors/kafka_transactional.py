@@ -96,13 +96,18 @@ class TransactionalKafkaProcessor(KafkaProcessor):
             self._check_marker(range_)
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
+        self.produce_records(records, range_, self.topic)
+
+    def produce_records(self, records: Sequence[KafkaRecord], range_: OffsetRange, topic: str) -> None:
+        """Produce into the unit's transaction (dead letters use this too: the same transaction);
+        nothing for a range already in the output."""
         if range_ in self._skipped:
             return
         if not self._in_transaction:
             self._transaction_call(range_, "begin", self._producer.begin_transaction)
             self._in_transaction = True
         try:
-            super().process(records, range_)
+            super().produce_records(records, range_, topic)
         except KafkaException as exc:
             self._failed_for_good = True
             raise RangeFailedError(

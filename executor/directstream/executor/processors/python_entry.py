@@ -9,15 +9,20 @@ fine factory. The object it returns has exactly one of the two entry points:
   (the executor's ``--chunk-size``) of one range, in offset order. The fastest: one Python call
   per chunk, and whole-chunk tools (``map``, a bulk insert, a columnar encoder) apply.
 - ``process_record(record, range)``, per record, in offset order: the simplest; costs a Python
-  call per record. An exception fails the range at that record's offset (the poison record).
+  call per record. Raising :class:`directstream.executor.PoisonRecord` marks that one record as
+  poison: ``spec.processor.onError`` decides (``fail``, the default, fails the range at its
+  offset; ``skip`` drops and counts it; ``deadLetter`` writes its original bytes to the
+  dead-letter topic). Any other exception fails the range at that record's offset.
 
 It may also have ``open_range(range)``, ``close_range(range)``, ``abort_range(range)`` and
 ``close()``; the ones it lacks are no-ops. Call order and meaning:
 :mod:`directstream.executor.processors.base`.
 
-Records are ``confluent_kafka.Message`` objects (see ``KafkaRecord``). An exception raised by
-``process`` or ``close_range`` fails the range at the chunk's first offset; ``abort_range`` then
-runs for every open range.
+Records are ``confluent_kafka.Message`` objects (see ``KafkaRecord``); with ``spec.processor.decode``
+they are :class:`~directstream.executor.decoding.DecodedRecord` s whose ``key()`` / ``value()`` are
+the decoded values (a ``json`` value parsed) and ``raw_key()`` / ``raw_value()`` the bytes.
+An exception raised by ``process`` or ``close_range`` fails the range at the chunk's first
+offset; ``abort_range`` then runs for every open range.
 
 Example::
 
@@ -34,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from directstream.executor.contract import OffsetRange, WorkUnit
-from directstream.executor.errors import ConfigurationError, RangeFailedError
+from directstream.executor.errors import ConfigurationError, PoisonRecord, RangeFailedError
 from directstream.executor.processors.base import BaseProcessor
 from directstream.executor.records import KafkaRecord
 
@@ -65,6 +70,9 @@ def load_entry_point(entry_point: object) -> Callable[..., Any]:
 
 class PythonProcessor(BaseProcessor):
     """Adapts the user's object to the full protocol."""
+
+    # Set by the poison guard under onError skip / deadLetter: what a PoisonRecord does.
+    on_poison: Callable[[KafkaRecord, OffsetRange, str], None] | None = None
 
     def __init__(self, options: Mapping[str, Any], unit: WorkUnit) -> None:
         factory = load_entry_point(options.get("entryPoint"))
@@ -108,6 +116,16 @@ class PythonProcessor(BaseProcessor):
         for record in records:
             try:
                 process_record(record, range_)
+            except PoisonRecord as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if self.on_poison is not None:
+                    self.on_poison(record, range_, reason)  # skip / dead letter; fail raises
+                    continue
+                offset = record.offset()
+                at = range_.from_offset if offset is None else offset
+                raise RangeFailedError(
+                    range_, at, f"poison record at {range_.topic}[{range_.partition}] offset {at}: {reason}"
+                ) from exc
             except Exception as exc:
                 offset = record.offset()
                 raise RangeFailedError(

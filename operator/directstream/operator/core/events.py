@@ -62,6 +62,17 @@ class Committed(Event):
     lag: int
     attempts: int
     positions_only: bool = False  # no record was read: only positions moved (a data-loss skip)
+    skipped: int = 0  # poison records dropped (onError: skip)
+    dead_lettered: int = 0  # poison records sent to the dead-letter topic
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeadLettered(Event):
+    """A committed batch sent poison records to the dead-letter topic (one event per batch)."""
+
+    warning: ClassVar[bool] = True
+    records: int
+    topic: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

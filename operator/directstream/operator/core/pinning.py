@@ -99,7 +99,7 @@ def pin(spec: StreamSpec, plan: BatchPlan) -> PinnedAttempt:
     groups = split_work(plan.ranges, spec.executors.max, spec.executors.max_records)
     index = {(r.topic, r.partition): i for i, r in enumerate(plan.ranges)}
     layout = tuple(tuple(_entry(piece, index, plan.ranges) for piece in group) for group in groups)
-    processor = ProcessorSettings(spec.processor.sink, dict(spec.processor.options))
+    processor = ProcessorSettings(spec.processor.sink, dict(spec.processor.options), spec.processor.poison)
     return _sealed(spec.kafka.isolation_level, processor, spec.executors, layout)
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from directstream.executor.contract import REFUSED_CONFIG, SINK_NAMES, PermanentError, SinkName
 from directstream.executor.contract.parquet import ParquetOptionsError, parse_parquet_options
+from directstream.executor.contract.poison import PoisonPolicy
 from directstream.operator.core import spec_kafka, spec_pod, topic_pattern
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
@@ -30,6 +31,7 @@ from directstream.operator.core.spec_fields import (
     timestamp_millis,
     type_name,
 )
+from directstream.operator.core.spec_poison import check_dead_letter_loop, read_poison
 
 __all__ = [
     "API_VERSION",
@@ -164,6 +166,7 @@ class ExecutorsSpec:
 class ProcessorSpec:
     sink: Sink = "jsonl"
     options: Mapping[str, Any] = field(default_factory=dict)
+    poison: PoisonPolicy = field(default_factory=PoisonPolicy)  # decode, onError, deadLetter
 
 
 @dataclass(frozen=True)
@@ -298,6 +301,7 @@ def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
             s.at("offsets.store"),
             "postgres keeps offsets in the postgres sink's table: needs processor.sink: postgres",
         )
+    check_dead_letter_loop(stream, s.problems)
     s.close()
     return stream
 
@@ -481,6 +485,7 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
     sink = s.choice("sink", d.sink, SINKS)
     sink_named = " sink" if s.has("sink") else " sink (the default)"
     options = s.mapping("options")
+    poison = read_poison(s)
     s.close()
     options_path = s.at("options")
     if sink == "parquet":
@@ -488,10 +493,10 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
             parse_parquet_options(options)
         except ParquetOptionsError as exc:
             s.problems.add(join(options_path, exc.option) if exc.option else options_path, exc.reason)
-        return ProcessorSpec(sink, options)
+        return ProcessorSpec(sink, options, poison)
     required = {"jsonl": "directory", "kafka": "topic", "python": "entryPoint"}.get(sink)
     if required is None:
-        return ProcessorSpec(sink, options)
+        return ProcessorSpec(sink, options, poison)
     value, path = options.get(required), join(options_path, required)
     if value is None:
         s.problems.add(path, f"required by the {sink}{sink_named}")
@@ -501,4 +506,4 @@ def _read_processor(s: Section, d: ProcessorSpec) -> ProcessorSpec:
         check_topic_name(value, path, s.problems)
     elif sink == "python" and not _ENTRY_POINT.fullmatch(value):
         s.problems.add(path, f"{value!r} is not of the form 'package.module:callable'")
-    return ProcessorSpec(sink, options)
+    return ProcessorSpec(sink, options, poison)

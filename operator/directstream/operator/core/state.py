@@ -51,6 +51,8 @@ class LedgerEntry:
     seconds: float
     committed_at: float
     note: str = ""  # data loss skipped, rewind, ... (human readable)
+    skipped: int = 0  # poison records dropped (onError: skip)
+    dead_lettered: int = 0  # poison records sent to the dead-letter topic
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -64,6 +66,10 @@ class LedgerEntry:
         }
         if self.note:
             doc["note"] = self.note
+        if self.skipped:
+            doc["skipped"] = self.skipped
+        if self.dead_lettered:
+            doc["deadLettered"] = self.dead_lettered
         return doc
 
     @classmethod
@@ -77,6 +83,8 @@ class LedgerEntry:
             seconds=float(doc["seconds"]),
             committed_at=float(doc["committedAt"]),
             note=str(doc.get("note", "")),
+            skipped=int(doc.get("skipped", 0)),
+            dead_lettered=int(doc.get("deadLettered", 0)),
         )
 
 
@@ -88,6 +96,8 @@ class StreamState:
     ledger: tuple[LedgerEntry, ...] = ()
     rate: RateState = field(default_factory=RateState)
     records_total: int = 0
+    skipped_total: int = 0  # poison records dropped, all time
+    dead_lettered_total: int = 0  # poison records dead-lettered, all time
     applied_reset: str | None = None  # id of the last spec.reset applied
     topics: Mapping[str, TopicRecord] = field(default_factory=dict)  # one per topic read, by name
 
@@ -140,6 +150,8 @@ class StreamState:
             pending=None,
             ledger=(*self.ledger, entry)[-LEDGER_LIMIT:],
             records_total=self.records_total + entry.records,
+            skipped_total=self.skipped_total + entry.skipped,
+            dead_lettered_total=self.dead_lettered_total + entry.dead_lettered,
         )
 
     def with_reset(
@@ -183,6 +195,10 @@ class StreamState:
             "rate": self.rate.to_json(),
             "recordsTotal": self.records_total,
         }
+        if self.skipped_total:
+            doc["skippedTotal"] = self.skipped_total
+        if self.dead_lettered_total:
+            doc["deadLetteredTotal"] = self.dead_lettered_total
         if self.applied_reset is not None:
             doc["appliedReset"] = self.applied_reset
         if self.topics:
@@ -201,6 +217,8 @@ class StreamState:
             ledger=tuple(LedgerEntry.from_json(e) for e in doc.get("history", [])),
             rate=RateState.from_json(doc.get("rate")),
             records_total=int(doc.get("recordsTotal", 0)),
+            skipped_total=int(doc.get("skippedTotal", 0)),
+            dead_lettered_total=int(doc.get("deadLetteredTotal", 0)),
             applied_reset=doc.get("appliedReset"),
             topics={str(k): TopicRecord.from_json(v) for k, v in (doc.get("topics") or {}).items()},
         )

@@ -52,6 +52,8 @@ STATE_KEYS = (
     "history",
     "rate",
     "recordsTotal",
+    "skippedTotal",
+    "deadLetteredTotal",
     "appliedReset",
     "topics",
 )

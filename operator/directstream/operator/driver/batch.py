@@ -30,7 +30,7 @@ from ..core.state import LedgerEntry, StreamState
 from ..core.status import lag_of
 from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
-from .outcomes import BatchFailed, Step, describe_failures
+from .outcomes import BatchFailed, Step, dead_letter_event, describe_failures, poison_note
 from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
 from .topics import (
@@ -330,6 +330,8 @@ class Driver:
             seconds=now - pending.planned_at,
             committed_at=now,
             note="; ".join(notes),
+            skipped=sum(r.skipped for r in results),
+            dead_lettered=sum(r.dead_lettered for r in results),
         )
         state = state.with_commit(entry)
         if self.spec.rate.backpressure.enabled:
@@ -353,7 +355,7 @@ class Driver:
         self._observe(
             ev.Committed(
                 message=f"batch {plan.batch_id} committed: {records} records in "
-                f"{entry.seconds:.2f}s, lag {lag}",
+                f"{entry.seconds:.2f}s, lag {lag}{poison_note(entry)}",
                 batch_id=plan.batch_id,
                 records=records,
                 bytes=entry.bytes,
@@ -361,8 +363,13 @@ class Driver:
                 lag=lag,
                 attempts=pending.attempt,
                 positions_only=not plan.record_ranges,
+                skipped=entry.skipped,
+                dead_lettered=entry.dead_lettered,
             )
         )
+        dead_lettered = dead_letter_event(entry, pending, self.spec)
+        if dead_lettered is not None:
+            self._observe(dead_lettered)
         # After "committed", so that a drift it reports is the condition left standing.
         await self._commit_group(group_offsets, plan.batch_id)
         # Only now, with the commit durable, may the attempt's Jobs (and their results) go.

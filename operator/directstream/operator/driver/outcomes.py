@@ -9,8 +9,10 @@ from typing import Literal
 from directstream.executor.contract import ExecutorResult, PermanentError
 from directstream.executor.contract.redact import scrub
 
+from ..core import events as ev
 from ..core.planning import BatchPlan
-from ..core.state import StreamState
+from ..core.spec import StreamSpec
+from ..core.state import LedgerEntry, PendingBatch, StreamState
 
 
 class RunMode(Enum):
@@ -110,3 +112,25 @@ def describe_failures(results: list[ExecutorResult]) -> str:
         )
         parts.append(f"executor {r.index}{where}: {scrub(r.error or 'failed without a message')}")
     return "; ".join(parts)
+
+
+def dead_letter_event(entry: LedgerEntry, pending: PendingBatch, spec: StreamSpec) -> ev.DeadLettered | None:
+    """The event of a committed batch that dead-lettered records (the pinned policy's topic)."""
+    if not entry.dead_lettered:
+        return None
+    policy = pending.pinned.processor.poison if pending.pinned is not None else spec.processor.poison
+    topic = policy.dead_letter.topic if policy.dead_letter is not None else "?"
+    return ev.DeadLettered(
+        message=f"batch {entry.batch_id} sent {entry.dead_lettered} poison record(s) to the dead-letter "
+        f"topic {topic}; the other records were committed",
+        batch_id=entry.batch_id,
+        records=entry.dead_lettered,
+        topic=topic,
+    )
+
+
+def poison_note(entry: LedgerEntry) -> str:
+    """The committed message's tail for a batch that dropped poison records."""
+    if not (entry.skipped or entry.dead_lettered):
+        return ""
+    return f"; poison records: {entry.skipped} skipped, {entry.dead_lettered} dead-lettered"
