@@ -15,6 +15,19 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "executor")]
+
+from directstream.executor.contract.kafka import (  # noqa: E402
+    ALLOW_OIDC_FLAG,
+    DRIVER_CONFIG,
+    OIDC_CONFIG,
+    REFUSED_CONFIG,
+    SECRET_CONFIG,
+    UNSAFE_CONFIG,
+)
+from directstream.executor.contract.librdkafka_properties import LIBRDKAFKA_VERSION  # noqa: E402
+from directstream.operator.core.spec_kafka import local_secret_variable  # noqa: E402
+
 CRD = ROOT / "crds" / "directstream.yaml"
 DOC = ROOT / "docs" / "configuration.md"
 
@@ -70,7 +83,47 @@ def rows(node: dict[str, Any], path: str) -> list[str]:
 def render() -> str:
     crd = yaml.safe_load(CRD.read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    return HEADER + "\n".join(rows(spec, "spec")) + "\n"
+    return HEADER + "\n".join(rows(spec, "spec")) + "\n" + kafka_settings()
+
+
+def kafka_settings() -> str:
+    """What ``spec.kafka.config`` may hold, from the contract's own lists."""
+
+    def keys(names: object) -> str:
+        return ", ".join(f"`{k}`" for k in sorted(names))  # type: ignore[call-overload]
+
+    lines = [
+        "",
+        "## Kafka client settings (`spec.kafka.config`, `spec.kafka.configFrom`)",
+        "",
+        f"Every key must be a setting librdkafka {LIBRDKAFKA_VERSION} knows; anything else is refused",
+        "(`InvalidSpec`, with the closest known name). The CRD refuses the keys below as the parser does,",
+        "with the same message.",
+        "",
+        "| key | refused because |",
+        "| --- | --- |",
+    ]
+    lines += [f"| `{k}` | managed by directstream: {why} |" for k, why in REFUSED_CONFIG.items()]
+    lines += [f"| `{k}` | {why} |" for k, why in UNSAFE_CONFIG.items()]
+    lines += [
+        f"| `{k}` | a secret: only as a key of the Secret of `spec.kafka.configFrom` (cluster) or in "
+        f"`{local_secret_variable(k)}` (`directstream run`) |"
+        for k in sorted(SECRET_CONFIG)
+    ]
+    lines += [
+        "",
+        "OIDC makes a Kafka client fetch tokens from a URL: "
+        + ", ".join(f"`{k}: {v}`" for k, v in sorted(OIDC_CONFIG.items()))
+        + f" are refused unless the operator (or `directstream run`) runs with `{ALLOW_OIDC_FLAG}`",
+        "(chart value `kafka.allowOidc`).",
+        "",
+        "The operator's own clients (planning, group commits) take only these settings of the spec and",
+        "the Secret; executors take all of them:",
+        "",
+        keys(DRIVER_CONFIG),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -17,12 +17,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from directstream.executor.contract.kafka import SECRET_CONFIG, UNSAFE_CONFIG
 from directstream.operator.core import spec as spec_module
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec import (
     FORBIDDEN_KAFKA_CONFIG,
     ISOLATION_LEVELS,
     MAX_EXECUTORS,
+    MAX_RATE_PER_PARTITION,
     MAX_RESET_ID_LENGTH,
     ON_DATA_LOSS,
     RESET_TO,
@@ -338,10 +340,36 @@ def test_enums_and_ranges_equal_the_parser_constants() -> None:
 
 def test_forbidden_kafka_config_keys_point_to_the_same_fields() -> None:
     config = node_at("spec.kafka.config")
-    assert set(config["properties"]) == set(FORBIDDEN_KAFKA_CONFIG)
+    refused = set(FORBIDDEN_KAFKA_CONFIG) | set(UNSAFE_CONFIG) | SECRET_CONFIG
+    assert set(config["properties"]) == refused
     messages = [" ".join(rule["message"].split()) for rule in config["x-kubernetes-validations"]]
     for key, hint in FORBIDDEN_KAFKA_CONFIG.items():
         assert any(m.startswith(f"'{key}' is managed by directstream: {hint}") for m in messages), key
+
+
+@pytest.mark.parametrize("key", sorted(set(FORBIDDEN_KAFKA_CONFIG) | set(UNSAFE_CONFIG) | SECRET_CONFIG))
+def test_refused_kafka_keys_have_the_same_message_in_the_crd_and_the_parser(key: str) -> None:
+    """The API server's rule for a refused key says what the parser says (local mode, the operator)."""
+    config = node_at("spec.kafka.config")
+    rules = {rule["rule"]: " ".join(rule["message"].split()) for rule in config["x-kubernetes-validations"]}
+    cel_key = key.replace(".", "__dot__")
+    message = rules[f"!has(self.{cel_key})"]
+    doc = copy.deepcopy(MINIMAL)
+    doc["spec"]["kafka"]["config"] = {key: "x"}
+    with pytest.raises(SpecError) as caught:
+        parse_stream(doc)
+    assert [(p.path, p.message) for p in caught.value.problems] == [(f"spec.kafka.config.{key}", message)]
+
+
+def test_rate_bounds_are_the_parser_bounds() -> None:
+    for field in ("rate.maxPerPartition", "rate.backpressure.minPerPartition"):
+        node = node_at(f"spec.{field}")
+        assert node["maximum"] == MAX_RATE_PER_PARTITION
+        assert parses(field, MAX_RATE_PER_PARTITION) and not parses(field, MAX_RATE_PER_PARTITION * 10)
+        assert schema_errors(MAX_RATE_PER_PARTITION * 10, node) and not schema_errors(
+            MAX_RATE_PER_PARTITION, node
+        )
+        assert not parses(field, 1e308) and schema_errors(1e308, node)
 
 
 def matches(path: str, value: str) -> bool:

@@ -317,9 +317,10 @@ BAD_SPECS = [
         "bad regex",
         spec_with(topics=None, topicPattern="clicks-(.*"),
         "spec.topicPattern",
-        "missing ), unterminated",
+        "not a valid regular expression: missing )",
     ),
-    ("huge repeat", spec_with(topics=None, topicPattern="a{99999999999}"), "spec.topicPattern", "too large"),
+    ("huge repeat", spec_with(topics=None, topicPattern="a{1001}"), "spec.topicPattern", "repetition size"),
+    ("lookahead", spec_with(topics=None, topicPattern="(?!x)c.*"), "spec.topicPattern", "RE2 expression"),
     (
         "deep regex",
         spec_with(topics=None, topicPattern="(" * 2000),

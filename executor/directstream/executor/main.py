@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from directstream.executor.contract import ContractError, ExecutorResult, PermanentError, WorkUnit
+from directstream.executor.contract.redact import scrub
 from directstream.executor.contract.wire import (
     ENV_COMPLETION_INDEX,
     ENV_RESULT_FILE,
@@ -168,7 +169,7 @@ def _bad_input_result(error: BadInputError) -> ExecutorResult | None:
         number("attempt"),
         index,
         ok=False,
-        error=str(error),
+        error=scrub(str(error)),
         digest=digest if isinstance(digest, str) else "",
     )
 
@@ -203,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             _write_result(bad_result, args)
         return EXIT_BAD_INPUT
     except ConfigurationError as exc:
-        log.error("bad input: %s", exc)  # noqa: TRY400 (no traceback for bad input)
+        log.error("bad input: %s", scrub(str(exc)))  # noqa: TRY400 (no traceback for bad input)
         failed = ExecutorResult(
-            unit.batch_id, unit.attempt, unit.index, ok=False, error=str(exc), digest=unit.digest
+            unit.batch_id, unit.attempt, unit.index, ok=False, error=scrub(str(exc)), digest=unit.digest
         )
         _write_result(failed, args)
         return EXIT_BAD_INPUT

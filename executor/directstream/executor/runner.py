@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from directstream.executor.contract import ExecutorResult, FailedAt, OffsetRange, WorkUnit
+from directstream.executor.contract.redact import scrub
 from directstream.executor.errors import RangeFailedError, StopRequestedError
 from directstream.executor.processors.base import Processor
 from directstream.executor.reader import RangeReader, ReaderOptions
@@ -42,7 +43,7 @@ def run_unit(
             records=records,
             bytes=payload,
             seconds=time.monotonic() - started,
-            error=error,
+            error=scrub(error) if error is not None else None,  # libpq and friends echo DSNs
             failed_at=failed_at,
             digest=unit.digest,
             skipped=getattr(processor, "skipped", 0),

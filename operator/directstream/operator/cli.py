@@ -18,7 +18,11 @@ from typing import Any
 
 import yaml
 
-from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
+from directstream.executor.contract import ConfigurationError
+from directstream.executor.contract.kafka import ALLOW_OIDC_FLAG
+from directstream.executor.contract.redact import scrub
+
+from .adapters.kafka import KafkaOffsetsPort
 from .adapters.local.state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
 from .adapters.postgres import OffsetStoreError
 from .cli_render import ProgressPrinter, ledger_table, offsets_table, plan_report, poison_totals
@@ -26,10 +30,11 @@ from .core.errors import KafkaUnavailable, PermanentError
 from .core.events import Note
 from .core.planning import DataLossError
 from .core.spec import KIND, SpecError, StreamSpec, parse_stream
+from .core.spec_access import check_oidc
 from .core.status import lag_of
 from .driver import DEFAULT_SETTINGS, RunMode, run_stream
 from .driver.preview import preview_next_batch
-from .hosts.local import LocalHost, build_local_driver
+from .hosts.local import LocalHost, build_local_driver, local_kafka
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -39,7 +44,7 @@ class CliError(PermanentError):
     """A problem the user can fix; printed without a traceback."""
 
 
-def load_stream(path: str, bootstrap_override: str | None) -> StreamSpec:
+def load_stream(path: str, bootstrap_override: str | None, allow_oidc: bool = False) -> StreamSpec:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
@@ -54,6 +59,7 @@ def load_stream(path: str, bootstrap_override: str | None) -> StreamSpec:
     doc: dict[str, Any] = streams[0]
     try:
         spec = parse_stream(doc)
+        check_oidc(spec, allow_oidc)
     except SpecError as exc:
         problems = "\n".join(f"  - {p}" for p in exc.problems)
         raise CliError(f"{path} is not a valid {KIND}:\n{problems}") from exc
@@ -126,7 +132,7 @@ async def _run(spec: StreamSpec, state_dir: Path, mode: RunMode, printer: Progre
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = load_stream(args.file, args.bootstrap_servers)
+    spec = load_stream(args.file, args.bootstrap_servers, args.allow_kafka_oidc)
     mode = RunMode.ONCE if args.once else RunMode.UNTIL_CAUGHT_UP if args.until_caught_up else RunMode.FOREVER
     printer = ProgressPrinter()
     state_dir = state_dir_for(spec, args.state_dir)
@@ -139,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    spec = load_stream(args.file, args.bootstrap_servers)
+    spec = load_stream(args.file, args.bootstrap_servers, args.allow_kafka_oidc)
     state_dir = state_dir_for(spec, args.state_dir)
     try:
         state = read_state_file(state_dir)
@@ -147,7 +153,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     latest: dict[tuple[str, int], int] | None = None
     try:
-        offsets = KafkaOffsets(spec)
+        offsets = local_kafka(spec)
         latest = {tp: m.latest for tp, m in offsets.watermarks(offsets.partitions()).items()}
     except KafkaUnavailable as exc:
         print(f"(lag unknown: {exc})", file=sys.stderr)
@@ -171,11 +177,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    spec = load_stream(args.file, args.bootstrap_servers)
+    spec = load_stream(args.file, args.bootstrap_servers, args.allow_kafka_oidc)
     state_dir = state_dir_for(spec, args.state_dir)
     state = read_state_file(state_dir)
 
-    offsets = KafkaOffsetsPort(KafkaOffsets(spec))
+    offsets = KafkaOffsetsPort(local_kafka(spec))
     try:
         batch, note = asyncio.run(preview_next_batch(spec, state, offsets))
     except DataLossError as exc:
@@ -196,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--bootstrap-servers",
             default=os.environ.get("DIRECTSTREAM_BOOTSTRAP_SERVERS"),
             help="override spec.kafka.bootstrapServers (env DIRECTSTREAM_BOOTSTRAP_SERVERS)",
+        )
+        cmd.add_argument(
+            ALLOW_OIDC_FLAG,
+            dest="allow_kafka_oidc",
+            action="store_true",
+            help="allow sasl.oauthbearer.method oidc (the Kafka clients fetch tokens from its URL)",
         )
         return cmd
 
@@ -218,10 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(args)
     except CliError as exc:
-        print(f"directstream: {exc}", file=sys.stderr)
+        print(f"directstream: {scrub(str(exc))}", file=sys.stderr)
+        code = EXIT_USAGE
+    except ConfigurationError as exc:  # client settings librdkafka refuses: bad input
+        print(f"directstream: {scrub(str(exc))}", file=sys.stderr)
         code = EXIT_USAGE
     except (KafkaUnavailable, StateFileCorrupt, OffsetStoreError) as exc:
-        print(f"directstream: {exc}", file=sys.stderr)
+        print(f"directstream: {scrub(str(exc))}", file=sys.stderr)
         code = EXIT_FAILED
     sys.exit(code)
 

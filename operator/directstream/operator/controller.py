@@ -11,6 +11,9 @@ from typing import Any
 
 import kopf
 
+from directstream.executor.contract import ConfigurationError
+from directstream.executor.contract.redact import scrub
+
 from .adapters.kafka import KafkaOffsets
 from .adapters.kube.api import GROUP, PLURAL, VERSION, AsyncKubeApi, KubeApi, load_client_config
 from .adapters.kube.lease import LeaseApi, LeaseElector
@@ -133,6 +136,7 @@ async def drive_stream(
         post_event=post_event,
         stopped=lambda: bool(stopped),
         leading=lambda: leadership.leading,
+        allow_kafka_oidc=bool(getattr(memo, "allow_kafka_oidc", False)),
     )
     metrics: OperatorMetrics | None = getattr(memo, "metrics", None)  # None with --metrics-port 0
     if metrics is not None:
@@ -208,6 +212,9 @@ async def delete_consumer_group(
         secret = await memo.kube.secret_data(stream.namespace, stream.kafka.config_from_secret)
     try:
         await asyncio.to_thread(KafkaOffsets(stream, secret).delete_group, stream.group_id)
+    except ConfigurationError as exc:  # settings librdkafka refuses: retrying cannot help
+        logger.warning("not deleting the consumer group: %s", scrub(str(exc)))
+        return
     except KafkaUnavailable as exc:
         raise kopf.TemporaryError(f"deleting consumer group {stream.group_id}: {exc}", delay=10) from exc
     logger.info("deleted consumer group %s", stream.group_id)

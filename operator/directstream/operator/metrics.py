@@ -220,6 +220,10 @@ def warning_kind(event: ev.Event) -> str:
             return "kube-api-error"
         case ev.InvalidSpec():
             return "invalid-spec"
+        case ev.StateUnreadable():
+            return "state-unreadable"
+        case ev.InternalError():
+            return "internal-error"
         case ev.Fenced():
             return "fenced"
         case ev.DeadLettered():

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import kopf
 
+from directstream.executor.contract.kafka import ALLOW_OIDC_FLAG
+
 from . import controller  # importing it registers the handlers
 from .core.durations import parse_duration
 from .core.executor_pod import DEFAULT_EXECUTOR_REPOSITORY, default_executor_image
@@ -97,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-host", default=os.environ.get("DIRECTSTREAM_METRICS_HOST", "0.0.0.0"))
     parser.add_argument(
         "--log-format", choices=["json", "plain"], default=os.environ.get("DIRECTSTREAM_LOG_FORMAT", "json")
+    )
+    parser.add_argument(
+        ALLOW_OIDC_FLAG,
+        dest="allow_kafka_oidc",
+        action="store_true",
+        default=os.environ.get("DIRECTSTREAM_ALLOW_KAFKA_OIDC", "") == "true",
+        help="let streams use sasl.oauthbearer.method oidc: the operator's Kafka clients then fetch "
+        "tokens from the URL a stream names (env DIRECTSTREAM_ALLOW_KAFKA_OIDC=true)",
     )
     parser.add_argument("--verbose", "-v", action="store_true")
     election = parser.add_argument_group(
@@ -196,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     image = executor_image(args)
     log.info("executor image for streams without spec.executors.image: %s", image)
-    memo = kopf.Memo(executor_image=image, election=election)
+    memo = kopf.Memo(executor_image=image, election=election, allow_kafka_oidc=args.allow_kafka_oidc)
     if args.metrics_port:
         metrics = OperatorMetrics()
         if serve(metrics, args.metrics_port, args.metrics_host):

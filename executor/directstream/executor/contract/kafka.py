@@ -22,6 +22,94 @@ REFUSED_CONFIG: Final[Mapping[str, str]] = {
     "bootstrap.servers": "set spec.kafka.bootstrapServers instead",
     "auto.offset.reset": "set spec.startingOffsets (and spec.onDataLoss for lost offsets) instead",
 }
+# Settings that make a client run a command, load code or write local files: refused in both modes
+# (by the CRD and the parser), since the operator's own clients and every executor would obey them.
+UNSAFE_CONFIG: Final[Mapping[str, str]] = {
+    "plugin.library.paths": "it makes the client load shared libraries (dlopen) into its process",
+    "interceptors": "it makes the client load interceptor plugins (code) into its process",
+    "ssl.engine.location": "it makes the client load an OpenSSL engine, a shared library",
+    "ssl.engine.id": "it selects an OpenSSL engine to load into the client",
+    "ssl.providers": "it makes the client load OpenSSL providers, shared libraries",
+    "sasl.kerberos.kinit.cmd": "it makes the client run a shell command",
+    "offset.store.method": "it makes the client store offsets in local files; directstream commits them",
+    "offset.store.path": "it makes the client write offsets to a local file; directstream commits them",
+}
+# OAUTHBEARER/OIDC makes the client fetch tokens from a URL (and log its answers): refused unless the
+# operator (or directstream run) is started with --allow-kafka-oidc.
+OIDC_METHOD: Final = "sasl.oauthbearer.method"
+OIDC_CONFIG: Final[Mapping[str, str]] = {
+    OIDC_METHOD: "oidc",  # only this value calls a URL
+    "sasl.oauthbearer.metadata.authentication.type": "azure_imds",
+}
+ALLOW_OIDC_FLAG: Final = "--allow-kafka-oidc"
+# Secret values: never in spec.kafka.config (it is in the object, its history and every Job's env);
+# only from the Secret of spec.kafka.configFrom (cluster) or DIRECTSTREAM_KAFKA_* variables (local).
+SECRET_CONFIG: Final = frozenset(
+    {
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl.keystore.password",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "sasl.oauthbearer.assertion.private.key.pem",
+    }
+)
+# The only user settings the operator's own clients (planning, group commits) take: how to reach and
+# authenticate to the cluster, and timeouts. Everything else (fetch sizes, debug, file locations the
+# operator's pod does not have) is for the executors only.
+DRIVER_CONFIG: Final = frozenset(
+    {
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+        "sasl.password",
+        "sasl.oauthbearer.config",
+        "enable.sasl.oauthbearer.unsecure.jwt",
+        "sasl.oauthbearer.method",
+        "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.credentials.client.id",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oauthbearer.scope",
+        "sasl.oauthbearer.extensions",
+        "sasl.oauthbearer.token.endpoint.url",
+        "sasl.oauthbearer.grant.type",
+        "sasl.oauthbearer.metadata.authentication.type",
+        "https.ca.pem",
+        "ssl.ca.location",
+        "ssl.ca.pem",
+        "ssl.certificate.pem",
+        "ssl.key.pem",
+        "ssl.key.password",
+        "ssl.cipher.suites",
+        "ssl.curves.list",
+        "ssl.sigalgs.list",
+        "enable.ssl.certificate.verification",
+        "ssl.endpoint.identification.algorithm",
+        "client.id",
+        "client.rack",
+        "client.dns.lookup",
+        "broker.address.family",
+        "broker.address.ttl",
+        "socket.timeout.ms",
+        "socket.connection.setup.timeout.ms",
+        "socket.keepalive.enable",
+        "connections.max.idle.ms",
+        "reconnect.backoff.ms",
+        "reconnect.backoff.max.ms",
+        "retry.backoff.ms",
+        "retry.backoff.max.ms",
+        "metadata.max.age.ms",
+        "topic.metadata.refresh.interval.ms",
+        "api.version.request",
+        "api.version.request.timeout.ms",
+        "api.version.fallback.ms",
+        "broker.version.fallback",
+    }
+)
 # What an executor's correctness depends on; applied after the user's config.
 CONSUMER_ENFORCED: Final[Mapping[str, Any]] = {
     "enable.auto.commit": False,
@@ -55,8 +143,11 @@ class KafkaClientSettings:
     # -- librdkafka dictionaries -------------------------------------------------------------
 
     def client_config(self, secret_values: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The driver's own clients: the user's settings plus secret values it read itself."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.config, **(secret_values or {})}
+        """The driver's own clients: the user's settings and the secret values it read itself,
+        only those of ``DRIVER_CONFIG`` (the operator never runs the spec's other settings)."""
+        settings = {**self.config, **(secret_values or {})}
+        allowed = {k: v for k, v in settings.items() if k in DRIVER_CONFIG}
+        return {"bootstrap.servers": self.bootstrap_servers, **allowed}
 
     def consumer_config(
         self, *, group_id: str, client_id: str, environ: Mapping[str, str] = os.environ

@@ -24,6 +24,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from directstream.executor.contract import ConfigurationError
+from directstream.executor.contract.redact import scrub
+
 from ..core.errors import KafkaUnavailable
 from ..core.planning import TopicPartition as TopicPartitionKey
 from ..core.planning import Watermarks
@@ -101,7 +104,14 @@ class KafkaOffsets:
         self._spec = spec
         self._bootstrap = spec.kafka.bootstrap_servers
         self._config = executor_kafka_settings(spec).client_config(secret_config)
-        self._admin = AdminClient(self._config)
+        try:
+            self._admin = AdminClient(self._config)
+        except (KafkaException, ValueError, TypeError) as exc:
+            # A value librdkafka refuses (``socket.timeout.ms: soon``): bad input, not an outage.
+            reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+            raise ConfigurationError(
+                f"spec.kafka: librdkafka refuses the client settings: {scrub(reason)}"
+            ) from exc
         self._isolation = (
             IsolationLevel.READ_COMMITTED
             if spec.kafka.isolation_level == "read_committed"

@@ -13,6 +13,7 @@ __all__ = [
     "OffsetStoreUnavailable",
     "PermanentError",
     "RetryableError",
+    "StateUnreadable",
 ]
 
 
@@ -22,6 +23,15 @@ class KafkaUnavailable(RetryableError):
 
 class OffsetStoreUnavailable(RetryableError):
     """The user's offsets database could not be read or written."""
+
+
+class StateUnreadable(PermanentError, ValueError):
+    """The stored state (a status edited by hand, a damaged state file) cannot be read: the stream
+    moves no offsets until it is fixed; ``field`` names the part that is malformed."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class KubeApiError(RetryableError):

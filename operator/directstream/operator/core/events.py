@@ -178,6 +178,22 @@ class InvalidSpec(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class StateUnreadable(Event):
+    """The stored state cannot be read (which field, why): no offsets move until it is fixed."""
+
+    warning: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InternalError(Event):
+    """An unexpected exception in the stream's loop (its type and a scrubbed message); the turn is
+    tried again after a capped backoff."""
+
+    warning: ClassVar[bool] = True
+    error_type: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Note(Event):
     """A line for the person watching (the CLI); it changes no status."""
 
@@ -205,5 +221,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Fenced,
     Suspended,
     InvalidSpec,
+    StateUnreadable,
+    InternalError,
     Note,
 )

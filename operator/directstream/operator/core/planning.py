@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from directstream.executor.contract import OffsetRange, PermanentError
 
 from .spec import ResetSpec, StreamSpec
+from .spec_fields import INT64_MAX
 
 TopicPartition = tuple[str, int]
 
@@ -184,21 +185,27 @@ def per_partition_caps(
     limit = spec.rate.max_per_partition
     if limit > 0:
         # Never zero, or a very low rate would stall the stream.
-        caps = dict.fromkeys(lags, max(1, math.floor(limit * interval)))
+        caps = dict.fromkeys(lags, max(1, _whole_records(limit * interval)))
     bp = spec.rate.backpressure
     if bp.enabled and inputs.backpressure_rate is not None:
         # Spark's split of an estimated total rate: shares proportional to lag, with a floor.
         total_lag = sum(lags.values())
-        floor = max(1, math.floor(bp.min_per_partition * interval))
+        floor = max(1, _whole_records(bp.min_per_partition * interval))
         for tp, lag in lags.items():
             share = lag / total_lag * inputs.backpressure_rate * interval if total_lag else 0.0
-            cap = max(floor, math.floor(share))
+            cap = max(floor, _whole_records(share))
             caps[tp] = min(caps.get(tp, cap), cap)
     if inputs.first_batch and spec.rate.first_batch_max_records > 0:
         shares = proportional_shares(spec.rate.first_batch_max_records, lags)
         for tp, share in shares.items():
             caps[tp] = min(caps.get(tp, share), share)
     return caps
+
+
+def _whole_records(records: float) -> int:
+    """A rate times an interval as a record count; a huge interval (a year) caps at int64, never
+    ``floor(inf)``."""
+    return INT64_MAX if not records < INT64_MAX else math.floor(records)
 
 
 def proportional_shares(total: int, weights: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:

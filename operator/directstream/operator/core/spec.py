@@ -14,7 +14,7 @@ from typing import Any, Literal
 from directstream.executor.contract import REFUSED_CONFIG, SINK_NAMES, PermanentError, SinkName
 from directstream.executor.contract.parquet import ParquetOptionsError, parse_parquet_options
 from directstream.executor.contract.poison import PoisonPolicy
-from directstream.operator.core import spec_pod
+from directstream.operator.core import spec_kafka, spec_pod, topic_pattern
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
     DNS_SUBDOMAIN,
@@ -74,6 +74,9 @@ STARTING_OFFSETS: tuple[str, ...] = ("earliest", "latest")  # or {timestamp: ...
 MAX_EXECUTORS = 1000
 ExecutorMode = Literal["job", "pool"]
 EXECUTOR_MODES: tuple[ExecutorMode, ...] = ("job", "pool")
+# Records per second per partition at most (the CRD's maximum too): far above any broker, and small
+# enough that a rate times an interval stays a number the planner can count in.
+MAX_RATE_PER_PARTITION = 1_000_000_000
 MAX_RESET_ID_LENGTH = 63
 
 # Kafka's own internal topics; like the Java consumer (exclude.internal.topics), a pattern never selects them.
@@ -196,13 +199,14 @@ class StreamSpec:
     def matches_topic(self, topic: str) -> bool:
         """Whether ``topic`` belongs to this stream: listed in ``topics``, or matched by ``topicPattern``.
 
-        The pattern must match the whole topic name (``re.fullmatch``), as Spark's ``SubscribePattern`` and
-        the Java consumer do (``Matcher.matches``): ``clicks-.*`` and ``^clicks-.*$`` select the same topics,
-        and ``clicks`` does not select ``clicks-eu``. Kafka's internal topics are never matched by a pattern.
+        The pattern (RE2, matched in linear time) must match the whole topic name, as Spark's
+        ``SubscribePattern`` and the Java consumer do (``Matcher.matches``): ``clicks-.*`` and
+        ``^clicks-.*$`` select the same topics, and ``clicks`` does not select ``clicks-eu``.
+        Kafka's internal topics are never matched by a pattern.
         """
         if self.topic_pattern is None:
             return topic in self.topics
-        return topic not in INTERNAL_TOPICS and re.fullmatch(self.topic_pattern, topic) is not None
+        return topic not in INTERNAL_TOPICS and topic_pattern.fullmatch(self.topic_pattern, topic)
 
 
 FORBIDDEN_KAFKA_CONFIG = REFUSED_CONFIG  # the contract owns the list; the parser refuses them
@@ -312,8 +316,9 @@ def _read_kafka(s: Section) -> KafkaSpec:
     config: dict[str, str] = {}
     for key, value in s.mapping("config").items():
         path = join(s.at("config"), key)
-        if key in FORBIDDEN_KAFKA_CONFIG:
-            s.problems.add(path, f"{key!r} is managed by directstream: {FORBIDDEN_KAFKA_CONFIG[key]}")
+        refused = spec_kafka.key_problem(key)
+        if refused is not None:
+            s.problems.add(path, refused)
         elif isinstance(value, bool):
             config[key] = "true" if value else "false"  # librdkafka's spelling, not Python's
         elif isinstance(value, str | int | float):
@@ -430,11 +435,15 @@ def _read_rate(s: Section, d: RateSpec) -> RateSpec:
     pressure = s.section("backpressure")
     backpressure = BackpressureSpec(
         enabled=pressure.boolean("enabled", d.backpressure.enabled),
-        min_per_partition=pressure.number("minPerPartition", d.backpressure.min_per_partition, positive=True),
+        min_per_partition=pressure.number(
+            "minPerPartition", d.backpressure.min_per_partition, positive=True, maximum=MAX_RATE_PER_PARTITION
+        ),
     )
     pressure.close()
     rate = RateSpec(
-        max_per_partition=s.number("maxPerPartition", d.max_per_partition, minimum=0),
+        max_per_partition=s.number(
+            "maxPerPartition", d.max_per_partition, minimum=0, maximum=MAX_RATE_PER_PARTITION
+        ),
         first_batch_max_records=s.integer("firstBatchMaxRecords", d.first_batch_max_records, minimum=0),
         backpressure=backpressure,
     )

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from directstream.operator.core.durations import parse_duration
+from directstream.operator.core.topic_pattern import PatternError, compile_pattern
 
 T = TypeVar("T", bound=str)
 
@@ -114,7 +115,13 @@ def check_int(
 
 
 def check_number(
-    value: object, path: str, problems: Problems, *, minimum: float | None = None, positive: bool = False
+    value: object,
+    path: str,
+    problems: Problems,
+    *,
+    minimum: float | None = None,
+    positive: bool = False,
+    maximum: float | None = None,
 ) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.add(path, f"expected a number, got {describe(value)}")
@@ -131,6 +138,9 @@ def check_number(
         return None
     if minimum is not None and number < minimum:
         problems.add(path, f"must be >= {minimum:g}, got {value}")
+        return None
+    if maximum is not None and number > maximum:
+        problems.add(path, f"must be <= {maximum:g}, got {value}")
         return None
     return number
 
@@ -195,12 +205,20 @@ class Section:
         return default if checked is None else checked
 
     def number(
-        self, key: str, default: float, *, minimum: float | None = None, positive: bool = False
+        self,
+        key: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        positive: bool = False,
+        maximum: float | None = None,
     ) -> float:
         value = self.raw(key)
         if value is None:
             return default
-        checked = check_number(value, self.at(key), self.problems, minimum=minimum, positive=positive)
+        checked = check_number(
+            value, self.at(key), self.problems, minimum=minimum, positive=positive, maximum=maximum
+        )
         return default if checked is None else checked
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -321,8 +339,8 @@ def check_pattern(value: object, path: str, problems: Problems) -> str | None:
         problems.add(path, "must not be empty")
         return None
     try:
-        re.compile(value)
-    except (re.error, RecursionError, OverflowError) as exc:
+        compile_pattern(value)
+    except PatternError as exc:
         problems.add(path, f"{value!r} is not a valid regular expression: {exc}")
         return None
     return value

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from .errors import StateUnreadable
 from .job_results import JobProgress
 from .planning import TopicPartition
 from .state import STATE_VERSION, StreamState
@@ -206,8 +207,28 @@ def state_from_status(status: Mapping[str, Any] | None) -> StreamState:
     doc.setdefault("version", STATE_VERSION)
     try:
         return StreamState.from_json(doc)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"the status holds a malformed stream state: {exc!r}") from exc
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        field = _malformed_field(doc)
+        raise StateUnreadable(
+            f"status.{field} is malformed ({type(exc).__name__}: {exc}): the stream moves no offsets "
+            f"until it is fixed (kubectl edit --subresource=status, or remove status.{field})",
+            field,
+        ) from exc
+
+
+def _malformed_field(doc: Mapping[str, Any]) -> str:
+    """The first state key that cannot be read on its own (``pending`` with the committed offsets)."""
+    for key in STATE_KEYS:
+        if key not in doc or key == "version":
+            continue
+        probe = {"version": STATE_VERSION, key: doc[key]}
+        if key == "pending" and "committed" in doc:
+            probe["committed"] = doc["committed"]
+        try:
+            StreamState.from_json(probe)
+        except Exception:
+            return key
+    return "version"
 
 
 def durable_state(status: Mapping[str, Any] | None) -> dict[str, Any]:

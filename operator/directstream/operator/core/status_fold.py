@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from directstream.executor.contract.redact import scrub
+
 from . import events as ev
 from .status import Phase, bounded, set_condition
 
@@ -136,6 +138,10 @@ def outcome_of(event: ev.Event) -> EventOutcome | None:
             return _stopped("Suspended", "Suspended", degraded=False)
         case ev.InvalidSpec():
             return _stopped("InvalidSpec", "Failed", degraded=True)
+        case ev.StateUnreadable():
+            return _stopped("StateUnreadable", "Failed", degraded=True)
+        case ev.InternalError():
+            return _degraded("InternalError", not_ready=True)
         case ev.Note():
             return None
     raise TypeError(f"no status meaning for {type(event).__name__}")  # a new event class
@@ -148,7 +154,7 @@ def fold(
     outcome = outcome_of(event)
     if outcome is None:
         return view, None
-    message = bounded(event.message)
+    message = bounded(scrub(event.message))
     conditions: list[dict[str, Any]] = [dict(c) for c in view.conditions]
     for update in outcome.conditions:
         conditions = set_condition(

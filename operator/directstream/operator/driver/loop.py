@@ -8,11 +8,15 @@ comes from, how to wait, and what to do when it cannot go on (exit, or wait for 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+from directstream.executor.contract import PermanentError
+from directstream.executor.contract.redact import scrub
+
 from ..core import events as ev
-from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable
+from ..core.errors import Fenced, KafkaUnavailable, KubeApiError, OffsetStoreUnavailable, StateUnreadable
 from ..core.planning import TopicPartition
 from ..core.spec import SpecError, StreamSpec
 from ..core.state import StreamState
@@ -21,6 +25,7 @@ from .outcomes import Exit, Halt, HaltReason, Retry, RunMode, RunOutcome, Step, 
 from .ports import Host
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
 
+log = logging.getLogger(__name__)
 _UNAVAILABLE: tuple[HaltReason, ...] = ("kafka-unavailable", "store-unavailable")
 
 
@@ -63,11 +68,18 @@ class StreamLoop:
         self._failures = 0  # consecutive turns with Kafka or the offsets database away
         self._completed = False  # caught up with the ends of a stopAt: latest run
         self._suspended = False
+        self._internal = 0  # consecutive turns that ended in an unexpected exception
 
     async def run(self) -> RunOutcome:
         host = self._host
         while not host.stopping():
-            end = await self._turn()
+            try:
+                end = await self._turn()
+                self._internal = 0
+            except Fenced:
+                raise  # the host starts again from the stored state (hosts/leading.py)
+            except Exception as exc:  # any bug becomes a condition and a bounded retry, never a crash loop
+                end = await self._internal_error(exc)
             if end is not None:
                 return end
         host.observe(ev.Stopped(message="stopped at a batch boundary"))
@@ -106,6 +118,33 @@ class StreamLoop:
         self._completed = result.outcome == "caught-up"
         return await self._after_step(spec, result)
 
+    async def _internal_error(self, exc: Exception) -> RunOutcome | None:
+        """An unexpected exception: a condition and an event with its type and a scrubbed message,
+        then the same turn again after the capped backoff (offsets only move in a completed step)."""
+        self._internal += 1
+        wait = backoff(self._settings.unavailable_backoff_s, self._internal)
+        text = scrub(str(exc)) or "no message"
+        message = f"internal error {type(exc).__name__}: {text}; trying again in {wait:.0f}s"
+        log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
+        self._host.observe(ev.InternalError(message=message, error_type=type(exc).__name__))
+        halt = Halt("internal-error", message, self._internal, before_first_batch=self._state is None)
+        decision = self._host.on_halt(halt)
+        try:
+            await self._host.checkpoint()
+        except Fenced:
+            raise
+        except Exception as write_error:
+            # No traceback: its frames may hold secret values.
+            log.error("the status could not be written either: %s", scrub(str(write_error)))  # noqa: TRY400
+        match decision:
+            case Exit(ok=ok):
+                return RunOutcome(ok, "internal-error", message)
+            case Retry():
+                await self._host.pause(wait)
+            case WaitForChange(at_most=at_most):
+                await self._host.wait_for_change(at_most)
+        return None
+
     async def _prepare(
         self, spec: StreamSpec, until_latest: bool
     ) -> tuple[Driver, StreamState] | RunOutcome | None:
@@ -129,6 +168,14 @@ class StreamLoop:
         except KubeApiError as exc:
             host.observe(ev.KubeApiRefused(message=f"Kubernetes API: {exc}"))
             return await self._halt("kube-error", str(exc))
+        except StateUnreadable as exc:
+            host.observe(ev.StateUnreadable(message=str(exc)))
+            return await self._halt("state-unreadable", str(exc))
+        except PermanentError as exc:
+            # The spec passed the parser, but what it points to cannot be used (a Secret's keys,
+            # client settings librdkafka refuses).
+            host.observe(ev.InvalidSpec(message=f"invalid spec: {exc}"))
+            return await self._halt("invalid-spec", str(exc))
         return driver, self._state
 
     async def _after_step(self, spec: StreamSpec, result: Step) -> RunOutcome | None:

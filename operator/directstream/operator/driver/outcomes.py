@@ -7,6 +7,7 @@ from enum import Enum
 from typing import Literal
 
 from directstream.executor.contract import ExecutorResult, PermanentError
+from directstream.executor.contract.redact import scrub
 
 from ..core import events as ev
 from ..core.planning import BatchPlan
@@ -50,6 +51,8 @@ HaltReason = Literal[
     "kafka-unavailable",
     "store-unavailable",
     "kube-error",
+    "state-unreadable",
+    "internal-error",
 ]
 
 
@@ -107,7 +110,7 @@ def describe_failures(results: list[ExecutorResult]) -> str:
             if r.failed_at
             else ""
         )
-        parts.append(f"executor {r.index}{where}: {r.error or 'failed without a message'}")
+        parts.append(f"executor {r.index}{where}: {scrub(r.error or 'failed without a message')}")
     return "; ".join(parts)
 
 

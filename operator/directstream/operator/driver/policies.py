@@ -26,8 +26,10 @@ def wait_policy(halt: Halt, settings: DriverSettings) -> Decision:
     """The operator: never exit. Conditions say what is wrong; outages are retried with backoff,
     everything else waits for a spec change (or looks again after a while)."""
     match halt.reason:
-        case "kafka-unavailable" | "store-unavailable":
+        case "kafka-unavailable" | "store-unavailable" | "internal-error":
             return Retry()
+        case "state-unreadable":
+            return WaitForChange(settings.kube_retry_s)  # a status edit bumps no generation: look again
         case "data-loss" | "batch-failed":
             return WaitForChange(settings.failed_retry_s)
         case "kube-error":

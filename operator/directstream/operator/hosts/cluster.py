@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from directstream.executor.contract import ConfigurationError, PostgresConnection
+from directstream.executor.contract.redact import remember, scrub
 
 from ..adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from ..adapters.kube.api import AsyncKubeApi, KubeError
@@ -27,6 +28,7 @@ from ..core.executor_pod import parse_cluster_spec
 from ..core.manifests import secret_env_for
 from ..core.planning import TopicPartition
 from ..core.spec import StreamSpec
+from ..core.spec_access import check_oidc, check_secret
 from ..core.work import executor_kafka_settings
 from ..driver import DEFAULT_SETTINGS, Driver, DriverSettings, RunMode, run_stream
 from ..driver.outcomes import Decision, Halt
@@ -63,6 +65,7 @@ class StreamContext:
     # The stream's series exist only on the leader: made when it starts driving, dropped when it stops.
     start_metrics: Callable[[], MetricsHook] = lambda: no_metrics
     stop_metrics: Callable[[], None] = lambda: None
+    allow_kafka_oidc: bool = False  # --allow-kafka-oidc
 
 
 async def run_cluster_stream(
@@ -152,7 +155,7 @@ class ClusterHost:
             if isinstance(event, ev.Idle)
             else logging.INFO
         )
-        log.log(level, "%s/%s: %s", self._ctx.namespace, self._ctx.name, event.message)
+        log.log(level, "%s/%s: %s", self._ctx.namespace, self._ctx.name, scrub(event.message))
         if posted is not None:
             self._ctx.post_event(posted.type, posted.reason, posted.message)
         # The metrics see the event with the phase and offsets it left (driver.latest is the freshest).
@@ -174,10 +177,10 @@ class ClusterHost:
     async def read_spec(self) -> StreamSpec:
         self.store.generation = self._generation()
         # With the cluster's own checks (a jsonl directory on a volume): refused before any batch runs.
-        self._spec = parse_cluster_spec(
-            self._ctx.name, dict(self._ctx.body.get("spec") or {}), self._ctx.namespace
-        )
-        return self._spec
+        spec = parse_cluster_spec(self._ctx.name, dict(self._ctx.body.get("spec") or {}), self._ctx.namespace)
+        check_oidc(spec, self._ctx.allow_kafka_oidc)
+        self._spec = spec
+        return spec
 
     async def driver_for(self, spec: StreamSpec) -> Driver:
         """The driver, rebuilt when the Kafka connection settings or their Secret change."""
@@ -185,6 +188,8 @@ class ClusterHost:
         secret_data: dict[str, str] = {}
         if secret_name:
             secret_data = await self._kube.secret_data(self._ctx.namespace, secret_name)
+            remember(secret_data.values())  # scrubbed from every message from now on
+            check_secret(secret_name, secret_data, self._ctx.allow_kafka_oidc)
         dsn = await self._offsets_dsn(spec) if spec.offset_store == "postgres" else None
         key = (spec.kafka, tuple(sorted(secret_data.items())), spec.offset_store, dsn)
         self._secret = (secret_name, sorted(secret_data))
@@ -244,6 +249,7 @@ class ClusterHost:
                     f"(the {connection.dsn_env} of spec.executors.env)"
                 )
             values[connection.dsn_env] = data[str(ref["key"])]
+            remember([data[str(ref["key"])]])
         try:
             return connection.resolve(
                 values.get, "spec.executors.env (a value or a secretKeyRef), the executors'"

@@ -4,7 +4,12 @@ the run ends with an exit code (``directstream run``)."""
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from directstream.executor.contract.kafka import SECRET_CONFIG
+from directstream.executor.contract.redact import remember
 
 from ..adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from ..adapters.local.launcher import LocalLauncher
@@ -14,6 +19,7 @@ from ..adapters.pool_http import PoolServer
 from ..adapters.postgres import AsyncOffsetStore, PostgresOffsetStore, dsn_for
 from ..core.events import Event
 from ..core.spec import StreamSpec
+from ..core.spec_kafka import local_secret_variable
 from ..core.work import executor_kafka_settings
 from ..driver import Driver, DriverSettings
 from ..driver.outcomes import Decision, Halt, RunMode
@@ -21,6 +27,19 @@ from ..driver.policies import exit_policy
 from ..driver.pool import PoolLauncher
 from ..driver.ports import Observer
 from .waits import wait_for_any
+
+
+def local_secrets(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The secret Kafka settings of local mode, ``{setting: variable}``: the ``DIRECTSTREAM_KAFKA_*``
+    variables that are set (the manifest may not hold them; executor processes inherit them)."""
+    return {k: local_secret_variable(k) for k in sorted(SECRET_CONFIG) if local_secret_variable(k) in environ}
+
+
+def local_kafka(spec: StreamSpec, environ: Mapping[str, str] = os.environ) -> KafkaOffsets:
+    """The driver's Kafka client of local mode, with the secret settings from the environment."""
+    values = {setting: environ[variable] for setting, variable in local_secrets(environ).items()}
+    remember(values.values())
+    return KafkaOffsets(spec, values)
 
 
 def build_local_driver(
@@ -36,7 +55,7 @@ def build_local_driver(
 
     return Driver(
         spec,
-        offsets=KafkaOffsetsPort(KafkaOffsets(spec)),
+        offsets=KafkaOffsetsPort(local_kafka(spec)),
         state=LocalStateStore(state_dir),
         launcher=PoolLauncher(  # job-mode attempts go to the LocalLauncher
             spec.name,
@@ -44,7 +63,7 @@ def build_local_driver(
             PoolServer("127.0.0.1"),
             LocalExecutorProcesses(state_dir / "pool"),
         ),
-        executor_kafka=executor_kafka_settings(spec),
+        executor_kafka=executor_kafka_settings(spec, local_secrets()),
         observe=observe,
         sleep=sleep,
         settings=settings,

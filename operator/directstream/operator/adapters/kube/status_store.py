@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ...core.errors import Fenced, NotLeading
+from ...core.errors import Fenced, NotLeading, StateUnreadable
 from ...core.events import Event
 from ...core.planning import TopicPartition
 from ...core.state import StreamState
@@ -77,6 +77,7 @@ class StatusStore:
         self._version: str | None = None  # the resourceVersion every write is conditional on
         self._durable: dict[str, Any] | None = None  # durable state as last read or written here
         self._unconfirmed: dict[str, Any] | None = None  # sent, but no answer came back
+        self._unreadable: dict[str, Any] | None = None  # the status as read, when its state is malformed
 
     @property
     def phase(self) -> Phase:
@@ -91,7 +92,12 @@ class StatusStore:
         an operator that just took over starts where the last leader's last write left it."""
         if self.state is None:
             current = await self._read()
-            self.state = state_from_status(current.get("status"))
+            self._unreadable = None
+            try:
+                self.state = state_from_status(current.get("status"))
+            except StateUnreadable:
+                self._unreadable = dict(current.get("status") or {})  # kept as it is: never overwritten
+                raise
         return self.state
 
     async def save(self, state: StreamState) -> None:
@@ -115,7 +121,28 @@ class StatusStore:
     async def flush(self) -> None:
         """Write conditions and lag changed since the last save. Before the first batch too: an
         invalid spec's condition must reach the status although no state was ever loaded."""
-        await self.save(self.state if self.state is not None else await self.load())
+        if self.state is None:
+            try:
+                await self.load()
+            except StateUnreadable:
+                await self._write_conditions()
+                return
+        assert self.state is not None
+        await self.save(self.state)
+
+    async def _write_conditions(self) -> None:
+        """A state that cannot be read: only conditions and phase are written, the fields as stored
+        stay untouched (a whole status written from no state would reset the offsets)."""
+        assert self._unreadable is not None
+        status = {
+            **self._unreadable,
+            "phase": self.view.phase,
+            "conditions": [dict(c) for c in self.view.conditions],
+            "observedGeneration": self.generation,
+        }
+        if status != self._written:
+            await self._write(status)
+            self._written = status
 
     def note(self, event: Event) -> KubeEvent | None:
         """Fold an event into conditions and phase; the Kubernetes event to post, if any."""

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from ...core.errors import PermanentError
+from ...core.errors import PermanentError, StateUnreadable
 from ...core.state import StreamState
 
 STATE_FILE = "state.json"
@@ -20,7 +20,7 @@ class StateDirLocked(PermanentError):
     """Another driver holds this state directory."""
 
 
-class StateFileCorrupt(PermanentError):
+class StateFileCorrupt(StateUnreadable):
     """The state file exists but cannot be read; it is left untouched for inspection."""
 
 
@@ -31,7 +31,7 @@ def read_state_file(state_dir: Path) -> StreamState:
         return StreamState()
     try:
         return StreamState.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise StateFileCorrupt(f"cannot read {path}: {exc}") from exc
 
 
