@@ -10,11 +10,11 @@ import random
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.harness.executor_procs import executor_pids
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, latest_offsets
@@ -31,22 +31,6 @@ from tests.integration.test_parquet import produce_mixed
 from tests.unit.test_examples import EXAMPLES_DIR
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kafka, pytest.mark.s3]
-
-
-def executor_pids(marker: str) -> list[int]:
-    """Processes whose work units name ``marker`` (this test's unique topic): the executors of this
-    test's pods and nothing else on the machine. Pods share the host's PID view on the dev node."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"DIRECTSTREAM_WORK_UNITS=" in environ and marker.encode() in environ:
-            found.append(int(entry.name))
-    return found
 
 
 def create_credentials_secret(kube: Kube, namespace: str, s3: S3Server, name: str = "s3-credentials") -> str:

@@ -15,11 +15,11 @@ from collections import Counter
 
 import pytest
 
+from tests.harness.executor_procs import executor_pids
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import latest_offsets
 from tests.harness.operator_fixtures import OperatorProcess, stream_manifest, wait_committed
-from tests.integration.test_parquet_cluster import executor_pids
 from tests.integration.test_poison import COUNT, check_dead_letters, is_bad, produce_mixed, read_committed
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kafka]
