@@ -5,7 +5,7 @@
     images.py load --address SOCK   build if needed, import into containerd (namespace k8s.io)
     images.py names                 print the image names pods use
 
-The base is Debian bookworm from apt (`mmdebstrap --variant=extract`: python3, dash, ca-certificates; no
+The base is Debian bookworm from apt (`mmdebstrap --variant=extract`: python3, dash, ca-certificates, libstdc++6; no
 maintainer scripts run, so /etc/passwd, /etc/group and the CA bundle are written here). The project's wheel
 and its locked binary dependencies (uv.lock, hashes checked) go into a virtualenv at /opt/directstream, as in
 Dockerfile.operator/executor; bytecode is precompiled (unchecked-hash, so a read-only root never recompiles).
@@ -33,7 +33,8 @@ import oci
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("DIRECTSTREAM_CACHE", Path.home() / ".cache" / "directstream")) / "images"
 SUITE = "bookworm"
-BASE_PACKAGES = ("python3", "dash", "ca-certificates")
+# libstdc++6: pyarrow's extension modules link it (the confluent-kafka and psycopg wheels bundle theirs).
+BASE_PACKAGES = ("python3", "dash", "ca-certificates", "libstdc++6")
 PYTHON = "3.11"  # Debian bookworm's python3
 PLATFORM = "x86_64-manylinux_2_28"
 USER = "10001:10001"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, latest_offsets
@@ -37,7 +38,13 @@ SLOW_SINK = (
 
 
 def test_a_running_job_is_adopted_after_executors_max_changed(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    host_volumes: HostVolumes,
+    topic_name: str,
+    tmp_path: Path,
 ):
     kafka.create_topic(topic_name, partitions=4)
     kafka.produce(topic_name, 400, partitions=4)
@@ -46,7 +53,8 @@ def test_a_running_job_is_adopted_after_executors_max_changed(
     spec = {
         "topics": [topic_name],
         "batchInterval": "1s",
-        "executors": {"max": 4, "env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+        # The executor pods get the sink module and write their rows through a claim on tmp_path.
+        "executors": {"max": 4, **host_volumes.code(namespace, tmp_path)},
         "processor": {"sink": "python", "options": {"entryPoint": "slowsink:Slow", "out": str(out)}},
     }
     kube.kubectl("apply", "-f", "-", input=stream_manifest("adopt", namespace, kafka.bootstrap, spec))
