@@ -7,8 +7,9 @@
 
 The base is Debian bookworm from apt (`mmdebstrap --variant=extract`: python3, dash, ca-certificates,
 libstdc++6; no maintainer scripts run, so /etc/passwd, /etc/group and the CA bundle are written here). The
-project's wheel and its locked binary dependencies (uv.lock, hashes checked) go into a virtualenv at /opt/directstream, as in
-Dockerfile.operator/executor; bytecode is precompiled (unchecked-hash, so a read-only root never recompiles).
+project's wheel and its locked binary dependencies (uv.lock, hashes checked) go into a virtualenv at
+/opt/directstream, as in Dockerfile.operator/executor; bytecode is precompiled (unchecked-hash, so a
+read-only root never recompiles).
 The archives are cached in $DIRECTSTREAM_CACHE/images by version and a digest of every input.
 """
 
