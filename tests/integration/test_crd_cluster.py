@@ -259,7 +259,9 @@ def test_full_manifest_is_accepted(kube: Kube, namespace: str, objects: client.C
             "backpressure": {"enabled": True, "minPerPartition": 10},
         },
         "executors": {
+            "mode": "job",
             "max": 8,
+            "min": 2,
             "maxRecords": 50000,
             "image": "registry.local/directstream:1.0",
             "timeout": "1h",
