@@ -19,7 +19,7 @@ from directstream.operator.core.executor_pod import (
     DEFAULT_POD_SECURITY_CONTEXT,
     default_executor_image,
 )
-from directstream.operator.core.manifests import build_executor_job
+from directstream.operator.core.manifests import build_executor_job, build_work_units_configmap
 from directstream.operator.core.spec import parse_stream
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
@@ -49,15 +49,7 @@ def job_for(namespace: str, bootstrap: str, topic: str, executors: dict[str, Any
         )
     )
     spec = parse_stream(doc)
-    unit = WorkUnit(
-        stream="pods",
-        batch_id=0,
-        attempt=1,
-        index=0,
-        ranges=(OffsetRange(topic, 0, 0, 10),),
-        kafka=KafkaClientSettings(bootstrap),
-        processor=ProcessorSettings("count", {}),
-    )
+    unit = unit_for(topic, bootstrap)
     owner = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -77,6 +69,30 @@ def job_for(namespace: str, bootstrap: str, topic: str, executors: dict[str, Any
     return job
 
 
+def unit_for(topic: str, bootstrap: str) -> WorkUnit:
+    return WorkUnit(
+        stream="pods",
+        batch_id=0,
+        attempt=1,
+        index=0,
+        ranges=(OffsetRange(topic, 0, 0, 10),),
+        kafka=KafkaClientSettings(bootstrap),
+        processor=ProcessorSettings("count", {}),
+    )
+
+
+def create_and_start(kube: Kube, namespace: str, job: dict[str, Any], topic: str, bootstrap: str) -> str:
+    """What the operator's launcher does: create the Job (suspended), its work units' ConfigMap owned
+    by it, then resume it. Returns kubectl's stderr of the Job's create (admission warnings)."""
+    created = kube.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(job))
+    job_doc = json.loads(created.stdout)
+    units = build_work_units_configmap([unit_for(topic, bootstrap)], job=job_doc, digest="")
+    kube.kubectl("create", "-f", "-", input=json.dumps(units))
+    resume = json.dumps({"spec": {"suspend": False}})
+    kube.kubectl("patch", "job", job["metadata"]["name"], "-n", namespace, "--type=merge", "-p", resume)
+    return created.stderr
+
+
 def events(kube: Kube, namespace: str, kind: str) -> str:
     return kube.kubectl(
         "get", "events", "-n", namespace, "--field-selector", f"involvedObject.kind={kind}", "-o", "json"
@@ -90,8 +106,8 @@ def test_executor_jobs_are_admitted_and_run_where_restricted_is_enforced(
     kafka.create_topic(topic_name, partitions=1)
     kafka.produce(topic_name, 10)
     job = job_for(namespace, kafka.bootstrap, topic_name, {})
-    created = kube.kubectl("create", "-f", "-", input=json.dumps(job))
-    assert POD_SECURITY_WARNING not in created.stderr, created.stderr
+    warnings = create_and_start(kube, namespace, job, topic_name, kafka.bootstrap)
+    assert POD_SECURITY_WARNING not in warnings, warnings
     name = job["metadata"]["name"]
     kube.kubectl("wait", f"job/{name}", "-n", namespace, "--for=condition=Complete", "--timeout=120s")
     pod = json.loads(
@@ -108,8 +124,8 @@ def test_executor_jobs_are_admitted_and_run_where_restricted_is_enforced(
         namespace, kafka.bootstrap, topic_name, {"securityContext": {"runAsNonRoot": False, "runAsUser": 0}}
     )
     root["metadata"]["name"] = "as-root"
-    refused = kube.kubectl("create", "-f", "-", input=json.dumps(root))
-    assert POD_SECURITY_WARNING in refused.stderr and "runAsNonRoot != true" in refused.stderr, refused.stderr
+    refused = create_and_start(kube, namespace, root, topic_name, kafka.bootstrap)
+    assert POD_SECURITY_WARNING in refused and "runAsNonRoot != true" in refused, refused
     wait_until(
         "FailedCreate for the root Job",
         lambda: (
