@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, latest_offsets
@@ -119,7 +120,13 @@ def test_refused_settings_reach_no_job_and_no_commit_while_another_stream_progre
 
 
 def test_a_password_in_an_executor_error_never_reaches_status_events_or_logs(
-    kube: Kube, kafka: KafkaBroker, namespace: str, operator: OperatorProcess, topic_name: str, tmp_path: Path
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    host_volumes: HostVolumes,
+    topic_name: str,
+    tmp_path: Path,
 ) -> None:
     kafka.create_topic(topic_name, partitions=1)
     kafka.produce(topic_name, 10, partitions=1)
@@ -141,7 +148,7 @@ def test_a_password_in_an_executor_error_never_reaches_status_events_or_logs(
                 "topics": [topic_name],
                 "batchInterval": "1s",
                 "maxAttempts": 2,
-                "executors": {"env": [{"name": "PYTHONPATH", "value": str(tmp_path)}]},
+                "executors": host_volumes.code(namespace, tmp_path),  # the pods get leaky.py
                 "processor": {"sink": "python", "options": {"entryPoint": "leaky:Leaky"}},
             },
         ),
