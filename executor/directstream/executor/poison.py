@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from directstream.executor.contract import OffsetRange, PoisonPolicy, WorkUnit
-from directstream.executor.contract.poison import DeadLetterSettings
+from directstream.executor.contract.poison import DEAD_LETTER_HEADERS, DeadLetterSettings
 from directstream.executor.decoding import DecodeError, RecordDecoder, original
 from directstream.executor.errors import RangeFailedError
 from directstream.executor.processors.base import Processor
@@ -71,7 +71,7 @@ def dead_letter(record: KafkaRecord, range_: OffsetRange, unit: WorkUnit, error:
     own = message.headers() or []
     headers: list[tuple[str, str | bytes | None]] = list(own.items() if isinstance(own, dict) else own)
     offset = message.offset()
-    values = (
+    values = (  # in the order of DEAD_LETTER_HEADERS
         error[:ERROR_HEADER_LIMIT],
         unit.stream,
         range_.topic,
@@ -80,16 +80,7 @@ def dead_letter(record: KafkaRecord, range_: OffsetRange, unit: WorkUnit, error:
         str(unit.batch_id),
         str(unit.attempt),
     )
-    names = (
-        "directstream.error",
-        "directstream.stream",
-        "directstream.topic",
-        "directstream.partition",
-        "directstream.offset",
-        "directstream.batch",
-        "directstream.attempt",
-    )
-    headers.extend((name, value.encode()) for name, value in zip(names, values, strict=True))
+    headers.extend((name, value.encode()) for name, value in zip(DEAD_LETTER_HEADERS, values, strict=True))
     return DeadLetter(message, headers)
 
 
