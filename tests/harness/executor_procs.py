@@ -8,6 +8,12 @@ carry them in ``DIRECTSTREAM_WORK_UNITS``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
 from pathlib import Path
 
 from directstream.executor.contract.wire import ENV_WORK_UNITS, ENV_WORK_UNITS_FILE
@@ -37,3 +43,31 @@ def executor_pids(marker: str) -> list[int]:
         if needle in units:
             found.append(int(entry.name))
     return found
+
+
+class ExecutorKiller:
+    """A thread that SIGKILLs a random executor of the test's pods (found by ``marker``) every
+    0.2 to 1.5 s, up to ``most`` times, while the ``with`` block runs; ``kills`` says how many it did."""
+
+    def __init__(self, marker: str, most: int, seed: int) -> None:
+        self.marker, self.most, self.rng = marker, most, random.Random(seed)
+        self.kills = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.kills < self.most:
+            time.sleep(self.rng.uniform(0.2, 1.5))
+            pids = executor_pids(self.marker)
+            if pids:
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                    os.kill(self.rng.choice(pids), signal.SIGKILL)
+                    self.kills += 1
+
+    def __enter__(self) -> ExecutorKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -5,16 +5,12 @@ and restarted, and still every record in exactly one object."""
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
-import threading
 import time
 
 import pytest
 import yaml
 
-from tests.harness.executor_procs import executor_pids
+from tests.harness.executor_procs import ExecutorKiller
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, latest_offsets
@@ -87,31 +83,13 @@ def test_parquet_under_the_operator_with_killed_executors_and_operator(
     assert '"secretKeyRef"' in job_json and secret in job_json
     assert s3.env["AWS_SECRET_ACCESS_KEY"] not in job_json, "the secret value was copied into the Job"
 
-    rng = random.Random(7)
-    kills = 0
-    stop = threading.Event()
-
-    def killer() -> None:
-        nonlocal kills
-        while not stop.is_set() and kills < 4:
-            time.sleep(rng.uniform(0.2, 1.5))
-            pids = executor_pids(topic_name)
-            if pids:
-                os.kill(rng.choice(pids), signal.SIGKILL)
-                kills += 1
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
+    with ExecutorKiller(topic_name, most=4, seed=7) as killer:
         time.sleep(3)
         operator.kill()  # the driver dies mid-run; the restarted one resumes the recorded plan
         operator.start()
         latest = latest_offsets(kafka.bootstrap, topic_name)
         stream = wait_committed(kube, namespace, "lake", latest, timeout=240)
-    finally:
-        stop.set()
-        thread.join()
-    assert kills >= 2, "executors were killed mid-batch"
+    assert killer.kills >= 2, "executors were killed mid-batch"
     assert any(entry.get("attempts", 1) > 1 for entry in stream["status"]["history"]), (
         "some batch was retried"
     )

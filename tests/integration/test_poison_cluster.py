@@ -6,16 +6,11 @@ letters and a DeadLettered event says which batches sent them."""
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
-import threading
-import time
 from collections import Counter
 
 import pytest
 
-from tests.harness.executor_procs import executor_pids
+from tests.harness.executor_procs import ExecutorKiller
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import latest_offsets
@@ -46,29 +41,11 @@ def test_dead_letters_under_the_operator_with_killed_executors(
         },
     }
     kube.kubectl("apply", "-f", "-", input=stream_manifest("poison", namespace, kafka.bootstrap, spec))
-    rng = random.Random(11)
-    kills = 0
-    stop = threading.Event()
-
-    def killer() -> None:
-        nonlocal kills
-        while not stop.is_set() and kills < 3:
-            time.sleep(rng.uniform(0.2, 1.5))
-            pids = executor_pids(topic_name)
-            if pids:
-                os.kill(rng.choice(pids), signal.SIGKILL)
-                kills += 1
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
+    with ExecutorKiller(topic_name, most=3, seed=11) as killer:
         stream = wait_committed(
             kube, namespace, "poison", latest_offsets(kafka.bootstrap, topic_name), timeout=240
         )
-    finally:
-        stop.set()
-        thread.join()
-    assert kills >= 1, "executors were killed mid-batch"
+    assert killer.kills >= 1, "executors were killed mid-batch"
 
     outputs = Counter(m.key() for m in read_committed(kafka.bootstrap, output))
     assert set(outputs) == {f"k{i}".encode() for i in range(COUNT) if not is_bad(i)}
