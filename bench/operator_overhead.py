@@ -49,7 +49,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from directstream.executor.contract import ExecutorResult, WorkUnit
-from directstream.operator.core.manifests import COMPLETION_INDEX_ANNOTATION, LABEL_BATCH, WORK_UNITS_ENV
+from directstream.operator.core.manifests import COMPLETION_INDEX_ANNOTATION, LABEL_BATCH, WORK_UNITS_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -216,15 +216,22 @@ class Observed:
         if batch is None or index is None:
             return
         b, i = int(batch), int(index)
-        container = pod.spec.containers[0]
-        units_json = next((e.value for e in container.env or [] if e.name == WORK_UNITS_ENV), None)
         with self.lock:
-            if units_json and i not in self.units.get(b, {}):
-                self.units.setdefault(b, {})[i] = WorkUnit.from_json(json.loads(units_json)[i])
             for state in pod.status.container_statuses or []:
                 terminated = state.state.terminated if state.state else None
                 if terminated is not None and terminated.message:
                     self.results.setdefault(b, {})[i] = ExecutorResult.loads(terminated.message)
+
+    def on_configmap(self, configmap: client.V1ConfigMap) -> None:
+        """An attempt's work units (the ConfigMap its Job's pods mount)."""
+        batch = (configmap.metadata.labels or {}).get(LABEL_BATCH)
+        units_json = (configmap.data or {}).get(WORK_UNITS_KEY)
+        if batch is None or not units_json:
+            return
+        with self.lock:
+            units = self.units.setdefault(int(batch), {})
+            for i, doc in enumerate(json.loads(units_json)):
+                units.setdefault(i, WorkUnit.from_json(doc))
 
 
 def start_watches(api: client.ApiClient, namespace: str, observed: Observed, stop: threading.Event) -> None:
@@ -248,7 +255,15 @@ def start_watches(api: client.ApiClient, namespace: str, observed: Observed, sto
                 if stop.is_set():
                     w.stop()
 
-    for target in (streams, pods):
+    def configmaps() -> None:
+        while not stop.is_set():
+            w = watch.Watch()
+            for event in w.stream(core.list_namespaced_config_map, namespace, timeout_seconds=5):
+                observed.on_configmap(event["object"])
+                if stop.is_set():
+                    w.stop()
+
+    for target in (streams, pods, configmaps):
         threading.Thread(target=target, daemon=True).start()
 
 
