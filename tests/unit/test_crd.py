@@ -22,7 +22,6 @@ from directstream.operator.core import spec as spec_module
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec import (
     FORBIDDEN_KAFKA_CONFIG,
-    ISOLATION_LEVELS,
     MAX_EXECUTORS,
     MAX_RATE_PER_PARTITION,
     MAX_RESET_ID_LENGTH,
@@ -35,6 +34,7 @@ from directstream.operator.core.spec import (
     known_spec_fields,
     parse_stream,
 )
+from directstream.operator.core.spec_kafka import ISOLATION_LEVELS
 from directstream.operator.core.state import LEDGER_LIMIT, StreamState
 from tests.crd_support import (
     MINIMAL,

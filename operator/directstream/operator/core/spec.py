@@ -14,10 +14,9 @@ from typing import Any, Literal
 from directstream.executor.contract import REFUSED_CONFIG, SINK_NAMES, PermanentError, SinkName
 from directstream.executor.contract.parquet import ParquetOptionsError, parse_parquet_options
 from directstream.executor.contract.poison import PoisonPolicy
-from directstream.operator.core import spec_kafka, spec_pod, topic_pattern
+from directstream.operator.core import spec_pod, topic_pattern
 from directstream.operator.core.durations import format_duration, parse_duration
 from directstream.operator.core.spec_fields import (
-    DNS_SUBDOMAIN,
     Problems,
     Section,
     check_name,
@@ -25,12 +24,11 @@ from directstream.operator.core.spec_fields import (
     check_topic_name,
     describe,
     join,
-    read_bootstrap_servers,
     read_duration,
     read_explicit_offsets,
     timestamp_millis,
-    type_name,
 )
+from directstream.operator.core.spec_kafka import KafkaSpec, read_kafka
 from directstream.operator.core.spec_poison import check_dead_letter_loop, read_poison
 
 __all__ = [
@@ -56,7 +54,6 @@ __all__ = [
 API_VERSION = "directstream.io/v1alpha1"
 KIND = "DirectStream"
 
-IsolationLevel = Literal["read_committed", "read_uncommitted"]
 Sink = SinkName
 OffsetStore = Literal["kafka", "postgres"]
 OnDataLoss = Literal["fail", "earliest"]
@@ -64,7 +61,6 @@ StopAt = Literal["never", "latest"]
 StartKind = Literal["earliest", "latest", "timestamp", "offsets"]
 ResetTo = Literal["earliest", "latest", "timestamp", "offsets"]
 
-ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("read_committed", "read_uncommitted")
 SINKS: tuple[Sink, ...] = SINK_NAMES
 OFFSET_STORES: tuple[OffsetStore, ...] = ("kafka", "postgres")
 ON_DATA_LOSS: tuple[OnDataLoss, ...] = ("fail", "earliest")
@@ -98,14 +94,6 @@ class SpecError(PermanentError, ValueError):
     def __init__(self, problems: list[FieldProblem]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True)
-class KafkaSpec:
-    bootstrap_servers: str
-    isolation_level: IsolationLevel = "read_committed"
-    config: Mapping[str, str] = field(default_factory=dict)
-    config_from_secret: str | None = None  # spec.kafka.configFrom.secretRef.name (cluster only)
 
 
 @dataclass(frozen=True)
@@ -277,7 +265,7 @@ def _spec_error(problems: Problems) -> SpecError:
 
 def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
     d = _SPEC_DEFAULTS
-    kafka = _read_kafka(s.section("kafka", required=True))
+    kafka = read_kafka(s.section("kafka", required=True))
     topics, pattern = _read_subscription(s)
     starting = _read_starting_offsets(s, topics, pattern)
     stream = StreamSpec(
@@ -308,36 +296,6 @@ def _read_spec(s: Section, name: str, namespace: str) -> StreamSpec:
     check_dead_letter_loop(stream, s.problems)
     s.close()
     return stream
-
-
-def _read_kafka(s: Section) -> KafkaSpec:
-    servers = read_bootstrap_servers(s)
-    isolation = s.choice("isolationLevel", _SPEC_DEFAULTS.kafka.isolation_level, ISOLATION_LEVELS)
-    config: dict[str, str] = {}
-    for key, value in s.mapping("config").items():
-        path = join(s.at("config"), key)
-        refused = spec_kafka.key_problem(key)
-        if refused is not None:
-            s.problems.add(path, refused)
-        elif isinstance(value, bool):
-            config[key] = "true" if value else "false"  # librdkafka's spelling, not Python's
-        elif isinstance(value, str | int | float):
-            config[key] = str(value)
-        else:
-            # Never echo the value: this map may hold a password.
-            s.problems.add(path, f"expected a string, number or boolean, got {type_name(value)}")
-    secret = None
-    config_from = s.section("configFrom")
-    if config_from.data:  # an empty configFrom reads no Secret
-        secret_ref = config_from.section("secretRef", required=True)
-        secret = secret_ref.string("name", "", required=True, non_empty=True) or None
-        if secret is not None and not DNS_SUBDOMAIN.fullmatch(secret):
-            s.problems.add(secret_ref.at("name"), f"{secret!r} is not a valid Secret name")
-            secret = None
-        secret_ref.close()
-    config_from.close()
-    s.close()
-    return KafkaSpec(servers, isolation, config, secret)
 
 
 def _read_subscription(s: Section) -> tuple[tuple[str, ...], str | None]:

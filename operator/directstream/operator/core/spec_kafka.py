@@ -1,4 +1,5 @@
-"""What ``spec.kafka.config`` (and the Secret of ``spec.kafka.configFrom``) may hold (pure).
+"""``spec.kafka``, read and checked; what ``spec.kafka.config`` (and the Secret of ``spec.kafka.configFrom``)
+may hold (pure).
 
 Each key is a librdkafka setting the bundled librdkafka knows; the keys directstream manages, the ones
 that run a command or load code (``UNSAFE_CONFIG``) and secrets (``SECRET_CONFIG``) are refused, each
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 from directstream.executor.contract.kafka import (
     ALLOW_OIDC_FLAG,
@@ -18,8 +21,25 @@ from directstream.executor.contract.kafka import (
     UNSAFE_CONFIG,
 )
 from directstream.executor.contract.librdkafka_properties import LIBRDKAFKA_PROPERTIES, LIBRDKAFKA_VERSION
+from directstream.operator.core.spec_fields import (
+    DNS_SUBDOMAIN,
+    Section,
+    join,
+    read_bootstrap_servers,
+    type_name,
+)
 
 LOCAL_SECRET_PREFIX = "DIRECTSTREAM_KAFKA_"
+IsolationLevel = Literal["read_committed", "read_uncommitted"]
+ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("read_committed", "read_uncommitted")
+
+
+@dataclass(frozen=True)
+class KafkaSpec:
+    bootstrap_servers: str
+    isolation_level: IsolationLevel = "read_committed"
+    config: Mapping[str, str] = field(default_factory=dict)
+    config_from_secret: str | None = None  # spec.kafka.configFrom.secretRef.name (cluster only)
 
 
 def local_secret_variable(key: str) -> str:
@@ -89,3 +109,35 @@ def secret_problems(name: str, keys: Iterable[str], values: Mapping[str, str], a
             problems.append(f"Secret {name} key {why}")
     problems.extend(f"Secret {name}: {p}" for p in oidc_problems(values, allow_oidc))
     return problems
+
+
+def read_kafka(s: Section) -> KafkaSpec:
+    """``spec.kafka``: the bootstrap servers, isolation level, librdkafka settings (each key checked by
+    ``key_problem``) and the Secret they may come from."""
+    servers = read_bootstrap_servers(s)
+    isolation = s.choice("isolationLevel", KafkaSpec.isolation_level, ISOLATION_LEVELS)
+    config: dict[str, str] = {}
+    for key, value in s.mapping("config").items():
+        path = join(s.at("config"), key)
+        refused = key_problem(key)
+        if refused is not None:
+            s.problems.add(path, refused)
+        elif isinstance(value, bool):
+            config[key] = "true" if value else "false"  # librdkafka's spelling, not Python's
+        elif isinstance(value, str | int | float):
+            config[key] = str(value)
+        else:
+            # Never echo the value: this map may hold a password.
+            s.problems.add(path, f"expected a string, number or boolean, got {type_name(value)}")
+    secret = None
+    config_from = s.section("configFrom")
+    if config_from.data:  # an empty configFrom reads no Secret
+        secret_ref = config_from.section("secretRef", required=True)
+        secret = secret_ref.string("name", "", required=True, non_empty=True) or None
+        if secret is not None and not DNS_SUBDOMAIN.fullmatch(secret):
+            s.problems.add(secret_ref.at("name"), f"{secret!r} is not a valid Secret name")
+            secret = None
+        secret_ref.close()
+    config_from.close()
+    s.close()
+    return KafkaSpec(servers, isolation, config, secret)
