@@ -196,6 +196,9 @@ def test_of_two_candidates_exactly_one_leads_and_a_crashed_or_released_leader_is
             assert other.leading and not first.leading
             tasks[other.identity].cancel()
             await other.release()
+            handed_back = await asyncio.to_thread(other.api.get)
+            assert handed_back is not None
+            assert handed_back.record.holder in ("", first.identity), "the release was refused"
             release = await sample(10.0, until=lambda: first.leading)
             assert first.leading
             return {"crash": crash, "release": release}

@@ -266,13 +266,30 @@ class LeaseElector:
         retry period instead of a lease duration. Call it only once nothing drives a stream."""
         self._set(False, "the operator is stopping", logging.INFO)
         record = self.election.released(self._wall())
-        if record is None or self._version is None:
+        if record is None:
             return
         try:
-            await asyncio.to_thread(self.api.write, record, self._version)
-            log.info("leader election: released %s", self.api.where)
+            await self._hand_back(record)
         except KubeError as exc:
             log.warning("leader election: could not release %s: %s", self.api.where, exc)
+
+    async def _hand_back(self, record: LeaseRecord) -> None:
+        version = self._version
+        for _ in range(3):
+            if version is not None:
+                try:
+                    await asyncio.to_thread(self.api.write, record, version)
+                    log.info("leader election: released %s", self.api.where)
+                    return
+                except LeaseConflict:
+                    pass
+            # A renewal still in flight when the campaign was cancelled lands without us learning
+            # its version: read again and hand back only what this operator still holds.
+            current = await asyncio.to_thread(self.api.get)
+            if current is None or current.record.holder != self.identity:
+                return
+            version = current.resource_version
+        raise LeaseConflict(f"writing {self.api.where}: it kept changing under the release", 409)
 
     def idle_for(self) -> float:
         """Seconds since the last round of the campaign ended (since start before the first)."""
