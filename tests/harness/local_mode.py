@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,15 @@ def write_stream(path: Path, name: str, bootstrap: str, spec: dict[str, Any]) ->
     return path
 
 
-def cli(*args: str, cwd: Path, timeout: float = 240, check: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def cli(
+    *args: str,
+    cwd: Path,
+    timeout: float = 240,
+    check: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``directstream *args`` in ``cwd``, with this process's environment (or ``env``)."""
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False
     )

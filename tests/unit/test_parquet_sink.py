@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,16 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Mess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from directstream.executor.contract import OffsetRange
+from directstream.executor.contract import (
+    KafkaClientSettings,
+    OffsetRange,
+    PoisonPolicy,
+    ProcessorSettings,
+    WorkUnit,
+)
 from directstream.executor.contract.parquet import object_name
-from directstream.executor.processors.parquet import SCHEMA, ParquetProcessor
+from directstream.executor.contract.poison import DecodeFormat
+from directstream.executor.processors.parquet import SCHEMA, ParquetProcessor, schema_for
 
 RANGE = OffsetRange("clicks", 2, 100, 400)
 
@@ -37,8 +45,16 @@ def message(offset: int, **fields: Any) -> Message:
 MESSAGES = [message(o) for o in range(RANGE.from_offset, RANGE.until_offset)]
 
 
-def write(directory: Path, chunks: list[list[Message]], range_: OffsetRange = RANGE, **options: Any) -> Path:
-    processor = ParquetProcessor({"url": str(directory), **options}, None)  # type: ignore[arg-type]
+def write(
+    directory: Path,
+    chunks: list[list[Message]],
+    range_: OffsetRange = RANGE,
+    decode: tuple[DecodeFormat | None, DecodeFormat | None] = (None, None),
+    **options: Any,
+) -> Path:
+    settings = ProcessorSettings("parquet", {"url": str(directory), **options}, PoisonPolicy(*decode))
+    unit = WorkUnit("s", 1, 1, 0, (range_,), KafkaClientSettings("127.0.0.1:1"), settings)
+    processor = ParquetProcessor(settings.options, unit)
     processor.open_range(range_)
     for chunk in chunks:
         processor.process(chunk, range_)
@@ -76,6 +92,34 @@ def test_every_field_of_every_record_round_trips(tmp_path: Path) -> None:
     assert rows[0]["timestamp"] == datetime.fromtimestamp(1_700_000_000.1, UTC)
     assert rows[1]["timestamp"] is None and rows[1]["key"] == b"\xfe\xff" and rows[1]["headers"] == []
     assert rows[2]["value"] == b""
+
+
+def test_decoded_keys_and_values_are_typed_columns(tmp_path: Path) -> None:
+    """decode.value json: the value column is JSON (Parquet's JSON logical type) that readers parse;
+    decode.key string: the key column is a string. The sink gets the original messages (the poison
+    guard has already checked that they decode)."""
+    records = [
+        message(100, key=b"user-1", value=b'{"clicks": 3, "page": "/a"}'),
+        message(101, key=None, value=None),
+        message(102, key="ключ".encode(), value=b"[1, 2.5, null]"),
+    ]
+    path = write(tmp_path, [records], OffsetRange("clicks", 2, 100, 103), decode=("string", "json"))
+    columns = pq.ParquetFile(path).schema
+    assert str(columns.column(4).logical_type) == "String"
+    assert str(columns.column(5).logical_type) == "JSON"
+    table = pq.read_table(path)
+    assert table.schema == schema_for("string", "json")
+    assert table.column("key").to_pylist() == ["user-1", None, "ключ"]
+    values = [
+        None if v is None else json.loads(v)
+        for v in table.column("value").combine_chunks().storage.to_pylist()
+    ]
+    assert values == [{"clicks": 3, "page": "/a"}, None, [1, 2.5, None]]
+
+
+def test_bytes_decoding_keeps_the_binary_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, [MESSAGES[:3]], OffsetRange("clicks", 2, 100, 103), decode=("bytes", "bytes"))
+    assert pq.read_table(path).schema == SCHEMA
 
 
 def test_row_groups_end_at_the_record_limit_or_the_byte_limit(tmp_path: Path) -> None:
@@ -121,7 +165,9 @@ def test_every_codec_writes_what_readers_read(tmp_path: Path, compression: str) 
 
 
 def test_an_aborted_range_leaves_nothing_and_a_killed_attempts_temp_file_is_removed(tmp_path: Path) -> None:
-    processor = ParquetProcessor({"url": str(tmp_path), "rowGroupRecords": 10}, None)  # type: ignore[arg-type]
+    settings = ProcessorSettings("parquet", {"url": str(tmp_path), "rowGroupRecords": 10})
+    unit = WorkUnit("s", 1, 1, 0, (RANGE,), KafkaClientSettings("127.0.0.1:1"), settings)
+    processor = ParquetProcessor(settings.options, unit)
     processor.open_range(RANGE)
     processor.process(MESSAGES[:50], RANGE)
     folder = tmp_path / "clicks" / "2"

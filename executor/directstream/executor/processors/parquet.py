@@ -9,7 +9,10 @@ Columns, one row per record (statistics only where they let readers skip row gro
 
 - ``topic`` string (dictionary-encoded), ``partition`` int32, ``offset`` int64;
 - ``timestamp`` timestamp[ms, UTC], null when the record has none;
-- ``key``, ``value`` binary: the exact bytes, null when absent;
+- ``key``, ``value``: by ``processor.decode`` (null when absent): binary, the exact bytes (unset or
+  ``bytes``); string (``string``); or the JSON text under the ``arrow.json`` extension type, which
+  Parquet stores as its JSON logical type (``json``). Records that do not decode never get here
+  (they are poison, see :mod:`directstream.executor.poison`);
 - ``headers`` list<struct<key: string, value: binary>> in record order, [] when none.
 
 Determinism: a replayed range must produce the same object, so row groups are cut by the records
@@ -31,22 +34,38 @@ from confluent_kafka import Message
 
 from directstream.executor.contract import OffsetRange, WorkUnit
 from directstream.executor.contract.parquet import ParquetOptions, parse_parquet_options
+from directstream.executor.contract.poison import DecodeFormat
 from directstream.executor.processors.base import BaseProcessor
 from directstream.executor.processors.parquet_store import Store, Target, open_store
 from directstream.executor.records import KafkaRecord
 
 HEADER = pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())])
-SCHEMA = pa.schema(
-    [
-        pa.field("topic", pa.string(), nullable=False),
-        pa.field("partition", pa.int32(), nullable=False),
-        pa.field("offset", pa.int64(), nullable=False),
-        pa.field("timestamp", pa.timestamp("ms", tz="UTC")),
-        pa.field("key", pa.binary()),
-        pa.field("value", pa.binary()),
-        pa.field("headers", pa.list_(HEADER), nullable=False),
-    ]
-)
+
+
+def payload_type(decoded_as: DecodeFormat | None) -> pa.DataType:
+    """The column type of a key or value decoded as ``decoded_as`` (None: not decoded)."""
+    if decoded_as == "json":
+        return pa.json_(pa.string())
+    if decoded_as == "string":
+        return pa.string()
+    return pa.binary()
+
+
+def schema_for(key: DecodeFormat | None = None, value: DecodeFormat | None = None) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("topic", pa.string(), nullable=False),
+            pa.field("partition", pa.int32(), nullable=False),
+            pa.field("offset", pa.int64(), nullable=False),
+            pa.field("timestamp", pa.timestamp("ms", tz="UTC")),
+            pa.field("key", payload_type(key)),
+            pa.field("value", payload_type(value)),
+            pa.field("headers", pa.list_(HEADER), nullable=False),
+        ]
+    )
+
+
+SCHEMA = schema_for()  # records as they are, without processor.decode
 # Statistics where they let readers skip row groups; a key/value min/max would only bloat the footer.
 STATISTICS_COLUMNS = ["topic", "partition", "offset", "timestamp"]
 DICTIONARY_COLUMNS = ["topic", "headers.list.element.key"]
@@ -67,8 +86,16 @@ def _header_pairs(headers: Any) -> Any:
     return list(headers.items()) if isinstance(headers, dict) else headers
 
 
-def record_batch(records: Sequence[KafkaRecord], range_: OffsetRange) -> pa.RecordBatch:
-    """The records of one chunk (all of ``range_``) as a batch of :data:`SCHEMA`."""
+def _payload_array(values: list[bytes | None], type_: pa.DataType) -> pa.Array:
+    if isinstance(type_, pa.ExtensionType):  # JSON: its text, already checked by the decoder
+        return pa.ExtensionArray.from_storage(type_, pa.array(values, type_.storage_type))
+    return pa.array(values, type_)
+
+
+def record_batch(
+    records: Sequence[KafkaRecord], range_: OffsetRange, schema: pa.Schema = SCHEMA
+) -> pa.RecordBatch:
+    """The records of one chunk (all of ``range_``) as a batch of ``schema`` (see :func:`schema_for`)."""
     messages: Any = records
     count = len(records)
     return pa.RecordBatch.from_arrays(
@@ -77,32 +104,36 @@ def record_batch(records: Sequence[KafkaRecord], range_: OffsetRange) -> pa.Reco
             pa.repeat(pa.scalar(range_.partition, pa.int32()), count),
             pa.array(list(map(_offset, messages)), pa.int64()),
             # Timestamp type 0 is TIMESTAMP_NOT_AVAILABLE.
-            pa.array([stamp if kind else None for kind, stamp in map(_timestamp, messages)], SCHEMA[3].type),
-            pa.array(list(map(_key, messages)), pa.binary()),
-            pa.array(list(map(_value, messages)), pa.binary()),
-            pa.array(list(map(_header_pairs, map(_headers, messages))), SCHEMA[6].type),
+            pa.array([stamp if kind else None for kind, stamp in map(_timestamp, messages)], schema[3].type),
+            _payload_array(list(map(_key, messages)), schema[4].type),
+            _payload_array(list(map(_value, messages)), schema[5].type),
+            pa.array(list(map(_header_pairs, map(_headers, messages))), schema[6].type),
         ],
-        schema=SCHEMA,
+        schema=schema,
     )
+
+
+def _byte_length(column: pa.Array) -> pa.Array:
+    storage = column.storage if isinstance(column, pa.ExtensionArray) else column
+    return pc.fill_null(pc.binary_length(storage), 0)
 
 
 def _payload_sizes(batch: pa.RecordBatch) -> pa.Array:
     """Key plus value bytes of each record."""
-    return pc.add(
-        pc.fill_null(pc.binary_length(batch.column(4)), 0), pc.fill_null(pc.binary_length(batch.column(5)), 0)
-    )
+    return pc.add(_byte_length(batch.column(4)), _byte_length(batch.column(5)))
 
 
 class RangeWriter:
     """One range's Parquet file: records buffered into row groups cut at record-determined points."""
 
-    def __init__(self, target: Target, options: ParquetOptions) -> None:
+    def __init__(self, target: Target, options: ParquetOptions, schema: pa.Schema = SCHEMA) -> None:
         self.target = target
+        self.schema = schema
         self.max_records = options.row_group_records
         self.max_bytes = options.row_group_bytes
         self.writer = pq.ParquetWriter(
             target,
-            SCHEMA,
+            schema,
             compression=options.compression,
             compression_level=options.compression_level,
             use_dictionary=DICTIONARY_COLUMNS,
@@ -140,7 +171,7 @@ class RangeWriter:
         if self.pending_records:
             # One contiguous chunk per column: the writer's page boundaries follow the chunk layout,
             # which depends on how the reader chunked the records; combined, they follow the data.
-            table = pa.Table.from_batches(self.pending, SCHEMA).combine_chunks()
+            table = pa.Table.from_batches(self.pending, self.schema).combine_chunks()
             self.writer.write_table(table, row_group_size=self.pending_records)
         self.pending, self.pending_records, self.pending_bytes = [], 0, 0
 
@@ -159,6 +190,8 @@ class ParquetProcessor(BaseProcessor):
     def __init__(self, options: Mapping[str, Any], unit: WorkUnit, store: Store | None = None) -> None:
         self.options = parse_parquet_options(options)
         self.store = store if store is not None else open_store(self.options)
+        decode = unit.processor.poison
+        self.schema = schema_for(decode.key, decode.value)
         self._writers: dict[OffsetRange, RangeWriter] = {}
 
     def _writer(self, range_: OffsetRange) -> RangeWriter:
@@ -166,11 +199,11 @@ class ParquetProcessor(BaseProcessor):
         writer = self._writers.get(range_)
         if writer is None:
             target = self.store.target(self.options.key(range_))
-            writer = self._writers[range_] = RangeWriter(target, self.options)
+            writer = self._writers[range_] = RangeWriter(target, self.options, self.schema)
         return writer
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
-        self._writer(range_).add(record_batch(records, range_))
+        self._writer(range_).add(record_batch(records, range_, self.schema))
 
     def close_range(self, range_: OffsetRange) -> None:
         self._writer(range_).commit()

@@ -24,6 +24,10 @@ Without a transform the results table is created if missing::
         PRIMARY KEY (topic, partition, "offset"))
 
 ``headers`` is a JSON list of ``[name, text-or-null]`` (``[name, null, base64]`` for binary values).
+With ``processor.decode``, ``key`` / ``value`` are typed by their format: ``string`` -> ``text``,
+``json`` -> ``jsonb`` (queryable: ``value->>'page'``), ``bytes`` -> ``bytea``. An existing table
+whose columns do not match is refused with the statement that converts it. A JSON value jsonb
+cannot hold (a ``\u0000`` escape) fails the range with PostgreSQL's message.
 
 How a range is applied: its rows are COPYed into a private temporary table while the unit reads
 (chunks of different ranges interleave, and a session has one transaction at a time). When the
@@ -42,6 +46,7 @@ read, so two units holding each other's successors cannot deadlock.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import time
@@ -52,9 +57,10 @@ import psycopg
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 
 from directstream.executor.contract import DEFAULT_OFFSETS_TABLE, OffsetRange, PostgresConnection, WorkUnit
+from directstream.executor.contract.poison import DecodeFormat
 from directstream.executor.contract.sinks import DEFAULT_RESULTS_TABLE
 from directstream.executor.errors import ConfigurationError, RangeFailedError
 from directstream.executor.offset_store_postgres import (
@@ -75,16 +81,39 @@ from directstream.executor.records import Headers, KafkaRecord
 log = logging.getLogger(__name__)
 DEFAULT_TABLE = DEFAULT_RESULTS_TABLE
 RAW_COLUMNS = ("topic", "partition", "offset", "key", "value", "timestamp", "headers")
-_RAW_STAGE_TYPES = ["int8", "bytea", "bytea", "int8", "jsonb"]
+# The column type of a key or value by its processor.decode format (None: not decoded).
+COLUMN_TYPES: dict[DecodeFormat | None, str] = {
+    None: "bytea",
+    "bytes": "bytea",
+    "string": "text",
+    "json": "jsonb",
+}
+CONVERSIONS = {
+    ("bytea", "text"): "convert_from({column}, 'UTF8')",
+    ("bytea", "jsonb"): "convert_from({column}, 'UTF8')::jsonb",
+    ("text", "jsonb"): "{column}::jsonb",
+    ("text", "bytea"): "convert_to({column}, 'UTF8')",
+    ("jsonb", "text"): "{column}::text",
+    ("jsonb", "bytea"): "convert_to({column}::text, 'UTF8')",
+}
 
 
-def _results_ddl(table: str) -> sql.Composed:
+def _results_ddl(table: str, key_type: str, value_type: str) -> sql.Composed:
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} ("
         ' topic text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,'
-        " key bytea, value bytea, timestamp timestamptz, headers jsonb,"
+        " key {}, value {}, timestamp timestamptz, headers jsonb,"
         ' PRIMARY KEY (topic, partition, "offset"))'
-    ).format(table_identifier(table))
+    ).format(table_identifier(table), sql.SQL(key_type), sql.SQL(value_type))
+
+
+def _json_dumps(obj: Any) -> str | bytes:
+    """jsonb values: a decoded record's bytes are already JSON text; anything else is encoded."""
+    return obj if isinstance(obj, bytes) else json.dumps(obj)
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8")
 
 
 def _dsn(options: Mapping[str, Any]) -> str:
@@ -137,7 +166,14 @@ class PostgresProcessor(BaseProcessor):
             load_entry_point(transform) if transform is not None else None
         )
         self._columns: tuple[str, ...] | None = None if self._transform else RAW_COLUMNS
+        decode = unit.processor.poison
+        self._decode = {"key": decode.key, "value": decode.value}
+        self._key_type, self._value_type = COLUMN_TYPES[decode.key], COLUMN_TYPES[decode.value]
+        self._stage_types = ["int8", self._key_type, self._value_type, "int8", "jsonb"]
+        self._key_text = _text if self._key_type == "text" else None
+        self._value_text = _text if self._value_type == "text" else None
         self._conn = connect(_dsn(options))
+        set_json_dumps(_json_dumps, self._conn)
         try:
             self._prepare_tables()
         except BaseException:
@@ -153,17 +189,44 @@ class PostgresProcessor(BaseProcessor):
         try:
             ensure_table(self._conn, offsets_ddl(self._offsets_table))
             if self._transform is None:
-                ensure_table(self._conn, _results_ddl(self._table))
-                return
-            found = self._conn.execute(
-                "SELECT to_regclass(%s)", (self._results.as_string(self._conn),)
-            ).fetchone()
+                ensure_table(self._conn, _results_ddl(self._table, self._key_type, self._value_type))
+                found_types = self._conn.execute(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                    " WHERE attrelid = to_regclass(%s) AND attname IN ('key', 'value') AND NOT attisdropped",
+                    (self._results.as_string(self._conn),),
+                ).fetchall()
+            else:
+                found = self._conn.execute(
+                    "SELECT to_regclass(%s)", (self._results.as_string(self._conn),)
+                ).fetchone()
         except psycopg.Error as exc:
             raise ConfigurationError(f"postgres sink cannot prepare its tables: {exc}") from exc
+        if self._transform is None:
+            self._check_payload_columns(dict(found_types))
+            return
         if found is None or found[0] is None:
             raise ConfigurationError(
                 f"postgres sink with options.transform needs the results table {self._table} to exist "
                 "(its columns are the keys the transform returns)"
+            )
+
+    def _check_payload_columns(self, found: Mapping[str, str]) -> None:
+        for column, wanted in (("key", self._key_type), ("value", self._value_type)):
+            have = found.get(column)
+            if have is None or have == wanted:
+                continue
+            fmt = self._decode[column]
+            why = f"processor.decode.{column}: {fmt}" if fmt else f"without processor.decode.{column}"
+            convert = CONVERSIONS.get((have, wanted))
+            fix = (
+                f"ALTER TABLE {self._table} ALTER COLUMN {column} TYPE {wanted}"
+                f" USING {convert.format(column=column)}"
+                if convert
+                else f"a {wanted} column {column}"
+            )
+            raise ConfigurationError(
+                f"postgres sink: the results table {self._table} has {column} {have}, but {why} stores "
+                f"{wanted}; use another options.table, or convert the column ({fix})"
             )
 
     # -- protocol ------------------------------------------------------------------------------
@@ -211,8 +274,8 @@ class PostgresProcessor(BaseProcessor):
                 ddl = sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(name, self._results)
             else:
                 ddl = sql.SQL(
-                    'CREATE TEMP TABLE {} ("offset" bigint, key bytea, value bytea, ts bigint, headers jsonb)'
-                ).format(name)
+                    'CREATE TEMP TABLE {} ("offset" bigint, key {}, value {}, ts bigint, headers jsonb)'
+                ).format(name, sql.SQL(self._key_type), sql.SQL(self._value_type))
             self._conn.execute(ddl)
             self._staged[range_] = 0
         fmt = sql.SQL(" (FORMAT BINARY)") if types is not None else sql.SQL("")
@@ -222,16 +285,19 @@ class PostgresProcessor(BaseProcessor):
         return self._conn.cursor().copy(statement)
 
     def _stage_raw(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
-        with self._stage(range_, ("offset", "key", "value", "ts", "headers"), _RAW_STAGE_TYPES) as copy:
-            copy.set_types(_RAW_STAGE_TYPES)
+        types = self._stage_types
+        key_text, value_text = self._key_text, self._value_text
+        with self._stage(range_, ("offset", "key", "value", "ts", "headers"), types) as copy:
+            copy.set_types(types)
             write_row = copy.write_row
             for record in records:
                 timestamp_type, timestamp = record.timestamp()
+                key, value = record.key(), record.value()  # jsonb takes the bytes: they are JSON text
                 write_row(
                     (
                         record.offset(),
-                        record.key(),
-                        record.value(),
+                        key if key_text is None else key_text(key),
+                        value if value_text is None else value_text(value),
                         None if timestamp_type == TIMESTAMP_NOT_AVAILABLE else timestamp,
                         _headers_json(record.headers()),
                     )
