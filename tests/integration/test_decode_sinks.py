@@ -24,7 +24,9 @@ pytestmark = pytest.mark.kafka
 
 
 def decoding_spec(topic: str, sink: dict[str, Any]) -> dict[str, Any]:
+    store = {"offsets": {"store": "postgres"}} if sink["sink"] == "postgres" else {}
     return {
+        **store,
         "topics": [topic],
         "batchInterval": "200ms",
         "rate": {"maxPerPartition": 2_000},

@@ -198,8 +198,9 @@ def apply_range(  # noqa: PLR0917 (internal helper; one call site per sink)
             if not seed_missing:
                 raise MissingOffsetError(
                     f"the offsets table {table} has no offset for stream {stream!r} {range_.topic}"
-                    f"[{range_.partition}]: the driver seeds it before the first batch (seed_offsets), "
-                    "or set options.seedMissing: true to start at this range's from"
+                    f"[{range_.partition}]: with spec.offsets.store: postgres the driver seeds it before "
+                    "the first batch; with the offsets kept in Kafka set the sink's options.seedMissing: "
+                    "true to start the chain at this range's from"
                 )
             conn.execute(
                 sql.SQL(
