@@ -246,11 +246,28 @@ class Checked:
         with open(path + ".tmp", "w") as f:
             json.dump(self.rows.pop(range_, []), f)
         os.replace(path + ".tmp", path)
+
+
+class CheckedChunks(Checked):
+    # The same check per chunk: the poison records are returned, the others written.
+
+    process_record = None
+
+    def process(self, records, range_):
+        poison = []
+        for record in records:
+            doc = record.value()
+            if not isinstance(doc, dict) or doc.get("n", 0) % 5 == 0:
+                poison.append(PoisonRecord(f"n must not be a multiple of 5: {doc!r}", record=record))
+            else:
+                self.rows.setdefault(range_, []).append([record.partition(), record.offset(), doc["n"]])
+        return poison
 """
 
 
-def test_python_processor_raising_poison_record_dead_letters_it(
-    kafka: KafkaBroker, topic_name: str, tmp_path: Path
+@pytest.mark.parametrize("entry", ["Checked", "CheckedChunks"], ids=["per-record", "per-chunk"])
+def test_python_processor_poison_records_are_dead_lettered(
+    kafka: KafkaBroker, topic_name: str, tmp_path: Path, entry: str
 ) -> None:
     kafka.create_topic(topic_name, partitions=PARTITIONS)
     kafka.produce(
@@ -268,7 +285,7 @@ def test_python_processor_raising_poison_record_dead_letters_it(
         "executors": {"max": 2},
         "processor": {
             "sink": "python",
-            "options": {"entryPoint": "checked:Checked", "out": str(out)},
+            "options": {"entryPoint": f"checked:{entry}", "out": str(out)},
             "decode": {"value": "json"},
             "onError": "deadLetter",
             "deadLetter": {"topic": dlq},

@@ -7,7 +7,9 @@ fine factory. The object it returns has exactly one of the two entry points:
 
 - ``process(records, range)``, per chunk: ``records`` is a sequence of up to 10,000 records
   (the executor's ``--chunk-size``) of one range, in offset order. The fastest: one Python call
-  per chunk, and whole-chunk tools (``map``, a bulk insert, a columnar encoder) apply.
+  per chunk, and whole-chunk tools (``map``, a bulk insert, a columnar encoder) apply. It may
+  return the chunk's poison records, ``[PoisonRecord(reason, record=r), ...]`` (None or nothing:
+  none); ``spec.processor.onError`` decides for each, as below.
 - ``process_record(record, range)``, per record, in offset order: the simplest; costs a Python
   call per record. Raising :class:`directstream.executor.PoisonRecord` marks that one record as
   poison: ``spec.processor.onError`` decides (``fail``, the default, fails the range at its
@@ -35,7 +37,7 @@ Example::
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from directstream.executor.contract import OffsetRange, WorkUnit
@@ -66,6 +68,17 @@ def load_entry_point(entry_point: object) -> Callable[..., Any]:
     if not callable(target):
         raise ConfigurationError(f"python sink entry point {entry_point!r} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def _chunk_start(records: Sequence[KafkaRecord], range_: OffsetRange) -> int:
+    offset = records[0].offset() if records else None
+    return range_.from_offset if offset is None else offset
+
+
+def _poison_offset(poison: object) -> int:
+    record = getattr(poison, "record", None)
+    offset = record.offset() if record is not None else None
+    return -1 if offset is None else offset
 
 
 class PythonProcessor(BaseProcessor):
@@ -109,7 +122,55 @@ class PythonProcessor(BaseProcessor):
                 setattr(self, name, method)
 
     def process(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
-        self._process(records, range_)
+        try:
+            rejected = self._process(records, range_)
+        except PoisonRecord as exc:
+            at = _chunk_start(records, range_)
+            raise RangeFailedError(
+                range_,
+                at,
+                f"processor process raised {exc.reason}: per chunk, return the poison records "
+                "(PoisonRecord(reason, record=r)) instead, so the rest of the chunk stands",
+            ) from exc
+        if rejected is not None:
+            self._rejected(rejected, records, range_)
+
+    def _rejected(self, rejected: object, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
+        """The poison records ``process`` returned, each checked to be a record of this chunk."""
+        if not isinstance(rejected, Iterable) or isinstance(rejected, str | bytes | Mapping):
+            raise RangeFailedError(
+                range_,
+                _chunk_start(records, range_),
+                f"processor process returned {type(rejected).__name__}: expected None or an iterable "
+                "of PoisonRecord(reason, record=r)",
+            )
+        offsets = {record.offset() for record in records}
+        for poison in sorted(rejected, key=_poison_offset):
+            if not isinstance(poison, PoisonRecord) or poison.record is None:
+                raise RangeFailedError(
+                    range_,
+                    _chunk_start(records, range_),
+                    f"processor process returned {poison!r}: each poison record is "
+                    "PoisonRecord(reason, record=r) with r one of the chunk's records",
+                )
+            offset = poison.record.offset()
+            if offset not in offsets:
+                raise RangeFailedError(
+                    range_,
+                    _chunk_start(records, range_),
+                    f"processor process returned a PoisonRecord for offset {offset}, not in this chunk",
+                )
+            self._poison(poison, poison.record, range_)
+
+    def _poison(self, poison: PoisonRecord, record: KafkaRecord, range_: OffsetRange) -> None:
+        if self.on_poison is not None:
+            self.on_poison(record, range_, poison.reason)  # skip / dead letter; fail raises
+            return
+        offset = record.offset()
+        at = range_.from_offset if offset is None else offset
+        raise RangeFailedError(
+            range_, at, f"poison record at {range_.topic}[{range_.partition}] offset {at}: {poison.reason}"
+        ) from poison
 
     def _each_record(self, records: Sequence[KafkaRecord], range_: OffsetRange) -> None:
         process_record = self._process_record
@@ -117,15 +178,7 @@ class PythonProcessor(BaseProcessor):
             try:
                 process_record(record, range_)
             except PoisonRecord as exc:
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if self.on_poison is not None:
-                    self.on_poison(record, range_, reason)  # skip / dead letter; fail raises
-                    continue
-                offset = record.offset()
-                at = range_.from_offset if offset is None else offset
-                raise RangeFailedError(
-                    range_, at, f"poison record at {range_.topic}[{range_.partition}] offset {at}: {reason}"
-                ) from exc
+                self._poison(exc, record, range_)
             except Exception as exc:
                 offset = record.offset()
                 raise RangeFailedError(
