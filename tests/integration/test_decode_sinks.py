@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,20 @@ def decoding_spec(topic: str, sink: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def run_until_caught_up(
+    manifest: Path, tmp_path: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "run",
+        str(manifest),
+        "--until-caught-up",
+        "--state-dir",
+        str(tmp_path / "state"),
+        cwd=tmp_path,
+        env=env,
+    )
+
+
 def good_values() -> dict[tuple[int, int], dict[str, int]]:
     """(partition, offset) -> the parsed value of every good record ``produce_mixed`` wrote."""
     return {(i % PARTITIONS, i // PARTITIONS): {"n": i} for i in range(COUNT) if not is_bad(i)}
@@ -48,16 +63,7 @@ def test_json_values_are_jsonb_in_postgres(
     table = f"{pg_schema}.clicks"
     sink = {"sink": "postgres", "options": {"table": table, "offsetsTable": f"{pg_schema}.offsets"}}
     manifest = write_stream(tmp_path / "s.yaml", "pgjson", kafka.bootstrap, decoding_spec(topic_name, sink))
-    env = {**os.environ, "DIRECTSTREAM_POSTGRES_DSN": postgres}
-    run = cli(
-        "run",
-        str(manifest),
-        "--until-caught-up",
-        "--state-dir",
-        str(tmp_path / "state"),
-        cwd=tmp_path,
-        env=env,
-    )
+    run = run_until_caught_up(manifest, tmp_path, {**os.environ, "DIRECTSTREAM_POSTGRES_DSN": postgres})
     assert run.returncode == 0, run.stderr
     with psycopg.connect(postgres) as conn:
         types = dict(
@@ -94,16 +100,7 @@ def test_a_bytea_table_is_refused_for_json_values_with_the_statement_that_conver
     sink = {"sink": "postgres", "options": {"table": table, "offsetsTable": f"{pg_schema}.offsets"}}
     spec = {**decoding_spec(topic_name, sink), "maxAttempts": 1}
     manifest = write_stream(tmp_path / "s.yaml", "pgold", kafka.bootstrap, spec)
-    env = {**os.environ, "DIRECTSTREAM_POSTGRES_DSN": postgres}
-    run = cli(
-        "run",
-        str(manifest),
-        "--until-caught-up",
-        "--state-dir",
-        str(tmp_path / "state"),
-        cwd=tmp_path,
-        env=env,
-    )
+    run = run_until_caught_up(manifest, tmp_path, {**os.environ, "DIRECTSTREAM_POSTGRES_DSN": postgres})
     assert run.returncode != 0
     assert (
         f"the results table {table} has key bytea, but processor.decode.key: string stores text" in run.stderr
@@ -119,10 +116,7 @@ def test_json_values_are_parquet_json_on_s3(
     produce_mixed(kafka, topic_name)
     sink = {"sink": "parquet", "options": {"url": f"s3://{s3.bucket}/{s3_prefix}", "endpoint": s3.endpoint}}
     manifest = write_stream(tmp_path / "s.yaml", "pqjson", kafka.bootstrap, decoding_spec(topic_name, sink))
-    run = cli(
-        "run", str(manifest), "--until-caught-up", "--state-dir", str(tmp_path / "state"),
-        cwd=tmp_path, env=s3.process_env(),
-    )  # fmt: skip
+    run = run_until_caught_up(manifest, tmp_path, s3.process_env())
     assert run.returncode == 0, run.stderr
     keys = s3.keys(s3_prefix)
     assert keys, "objects were written"

@@ -45,13 +45,19 @@ class MemoryLease:
         return str(self.version)
 
 
+async def leading(lease: MemoryLease) -> tuple[LeaseElector, asyncio.Task[None]]:
+    """An elector for "a" that campaigns until it leads."""
+    elector = LeaseElector(lease, "a", FAST)  # type: ignore[arg-type]
+    task = asyncio.create_task(elector.run())
+    await asyncio.wait_for(elector.became_leader.wait(), 5)
+    return elector, task
+
+
 def test_release_hands_the_lease_back_after_a_clean_campaign():
     lease = MemoryLease()
 
     async def scenario() -> None:
-        elector = LeaseElector(lease, "a", FAST)  # type: ignore[arg-type]
-        task = asyncio.create_task(elector.run())
-        await asyncio.wait_for(elector.became_leader.wait(), 5)
+        elector, task = await leading(lease)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await elector.release()
@@ -68,9 +74,7 @@ def test_release_succeeds_when_a_renewal_was_in_flight_at_cancellation():
     lease = MemoryLease()
 
     async def scenario() -> None:
-        elector = LeaseElector(lease, "a", FAST)  # type: ignore[arg-type]
-        task = asyncio.create_task(elector.run())
-        await asyncio.wait_for(elector.became_leader.wait(), 5)
+        elector, task = await leading(lease)
         gate = threading.Event()
         lease.hold_writes, lease.write_started = gate, threading.Event()
         await asyncio.to_thread(lease.write_started.wait, 5)  # the next renewal is in flight
@@ -90,9 +94,7 @@ def test_release_leaves_a_lease_another_operator_took_alone():
     lease = MemoryLease()
 
     async def scenario() -> None:
-        elector = LeaseElector(lease, "a", FAST)  # type: ignore[arg-type]
-        task = asyncio.create_task(elector.run())
-        await asyncio.wait_for(elector.became_leader.wait(), 5)
+        elector, task = await leading(lease)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert lease.record is not None
