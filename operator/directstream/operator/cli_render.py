@@ -81,7 +81,7 @@ class ProgressPrinter:
         print(f"{time.strftime('%H:%M:%S')} {prefix}{event.message}{rate}", file=self.out, flush=True)
 
     def _live(self, event: ev.Event) -> None:
-        shown = ev.CaughtUp | ev.Stopped | ev.Started | ev.Note | ev.TopicsDropped
+        shown = ev.CaughtUp | ev.Stopped | ev.Started | ev.Note | ev.TopicsDropped | ev.ExecutorsScaled
         if event.warning or isinstance(event, shown):
             self._clear()
             print(("WARNING " if event.warning else "") + event.message, file=self.out, flush=True)

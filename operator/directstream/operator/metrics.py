@@ -109,6 +109,12 @@ class OperatorMetrics:
             _STREAM,
             registry=r,
         )
+        self.pool_executors = Gauge(
+            "directstream_pool_executors",
+            "Warm executors the pool of a stream keeps (executors.mode: pool): the scaling policy's target",
+            _STREAM,
+            registry=r,
+        )
         self.executor_failures = Counter(
             "directstream_executor_failures", "Executors that failed a batch attempt", _STREAM, registry=r
         )
@@ -150,6 +156,7 @@ class OperatorMetrics:
             self.bytes,
             self.batch_duration,
             self.lag,
+            self.pool_executors,
             self.batch_attempts,
             self.data_loss_skipped,
             self.executor_failures,
@@ -252,6 +259,8 @@ def record_event(metrics: OperatorMetrics, namespace: str, stream: str, event: e
                 metrics.dead_lettered_records.labels(*labels).inc(event.dead_lettered)
         case ev.Idle():
             metrics.lag.labels(*labels).set(event.lag)
+        case ev.ExecutorsScaled():
+            metrics.pool_executors.labels(*labels).set(event.target)
         case ev.Launched():
             metrics.batch_attempts.labels(*labels).set(event.attempt)
         case ev.Retrying():

@@ -101,6 +101,14 @@ class TopicsDropped(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ExecutorsScaled(Event):
+    """A pool's executor count changes (lag-driven scaling, ``core/scaling.py``); the message says why."""
+
+    previous: int
+    target: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SpecChangeDeferred(Event):
     """A pending batch keeps the settings it was planned with; the spec edit applies next batch."""
 
@@ -209,6 +217,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     CaughtUp,
     Rewound,
     TopicsDropped,
+    ExecutorsScaled,
     SpecChangeDeferred,
     Stopped,
     DataLossSkipped,

@@ -94,9 +94,11 @@ def spec_fingerprint(spec: StreamSpec) -> str:
     return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
 
 
-def pin(spec: StreamSpec, plan: BatchPlan) -> PinnedAttempt:
-    """The attempt settings of ``plan`` under ``spec``: what every attempt of it will run."""
-    groups = split_work(plan.ranges, spec.executors.max, spec.executors.max_records)
+def pin(spec: StreamSpec, plan: BatchPlan, units: int | None = None) -> PinnedAttempt:
+    """The attempt settings of ``plan`` under ``spec``: what every attempt of it will run, split into
+    at most ``units`` work units (a pool's scaled executor count; default ``executors.max``)."""
+    most = spec.executors.max if units is None else max(1, units)
+    groups = split_work(plan.ranges, most, spec.executors.max_records)
     index = {(r.topic, r.partition): i for i, r in enumerate(plan.ranges)}
     layout = tuple(tuple(_entry(piece, index, plan.ranges) for piece in group) for group in groups)
     processor = ProcessorSettings(spec.processor.sink, dict(spec.processor.options), spec.processor.poison)

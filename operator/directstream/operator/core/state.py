@@ -15,6 +15,7 @@ from directstream.executor.contract import OffsetRange
 from .pinning import PinnedAttempt
 from .planning import BatchPlan, DataLoss, TopicPartition, TopicRecreated
 from .rate import RateState
+from .scaling import ScaleState
 from .topic_lifecycle import TopicRecord
 
 LEDGER_LIMIT = 20
@@ -53,6 +54,7 @@ class LedgerEntry:
     note: str = ""  # data loss skipped, rewind, ... (human readable)
     skipped: int = 0  # poison records dropped (onError: skip)
     dead_lettered: int = 0  # poison records sent to the dead-letter topic
+    executors: int = 0  # work units that ran it (0: recorded by an older version)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -70,6 +72,8 @@ class LedgerEntry:
             doc["skipped"] = self.skipped
         if self.dead_lettered:
             doc["deadLettered"] = self.dead_lettered
+        if self.executors:
+            doc["executors"] = self.executors
         return doc
 
     @classmethod
@@ -85,6 +89,7 @@ class LedgerEntry:
             note=str(doc.get("note", "")),
             skipped=int(doc.get("skipped", 0)),
             dead_lettered=int(doc.get("deadLettered", 0)),
+            executors=int(doc.get("executors", 0)),
         )
 
 
@@ -100,6 +105,7 @@ class StreamState:
     dead_lettered_total: int = 0  # poison records dead-lettered, all time
     applied_reset: str | None = None  # id of the last spec.reset applied
     topics: Mapping[str, TopicRecord] = field(default_factory=dict)  # one per topic read, by name
+    scale: ScaleState | None = None  # a pool's executor count and why (None: not a pool)
 
     @property
     def is_new(self) -> bool:
@@ -203,6 +209,8 @@ class StreamState:
             doc["appliedReset"] = self.applied_reset
         if self.topics:
             doc["topics"] = {name: record.to_json() for name, record in sorted(self.topics.items())}
+        if self.scale is not None:
+            doc["scale"] = self.scale.to_json()
         return doc
 
     @classmethod
@@ -221,6 +229,7 @@ class StreamState:
             dead_lettered_total=int(doc.get("deadLetteredTotal", 0)),
             applied_reset=doc.get("appliedReset"),
             topics={str(k): TopicRecord.from_json(v) for k, v in (doc.get("topics") or {}).items()},
+            scale=ScaleState.from_json(doc.get("scale")),
         )
 
 

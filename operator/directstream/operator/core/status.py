@@ -56,6 +56,7 @@ STATE_KEYS = (
     "deadLetteredTotal",
     "appliedReset",
     "topics",
+    "scale",
 )
 _REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")  # metav1.Condition's reason
 

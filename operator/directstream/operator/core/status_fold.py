@@ -114,6 +114,8 @@ def outcome_of(event: ev.Event) -> EventOutcome | None:
             return _progressing("Rewound", emit=True)
         case ev.TopicsDropped():
             return EventOutcome("TopicsDropped", (), None, True)  # an Event; conditions unchanged
+        case ev.ExecutorsScaled():
+            return EventOutcome("ExecutorsScaled", (), None, True)  # an Event; conditions unchanged
         case ev.DeadLettered():
             return EventOutcome("DeadLettered", (), None, True)  # the batch committed: an Event only
         case ev.SpecChangeDeferred():

@@ -31,7 +31,8 @@ from ..core.status import lag_of
 from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
 from .outcomes import BatchFailed, Step, dead_letter_event, describe_failures, poison_note
-from .ports import ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
+from .ports import ExecutorScalePort, ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
+from .scaling import rescale, resume_scale, units_for
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
 from .topics import (
     TopicsNow,
@@ -44,6 +45,10 @@ from .topics import (
     still_read,
     topics_now,
 )
+
+
+def _target(state: StreamState) -> int | None:
+    return None if state.scale is None else state.scale.target
 
 
 async def _no_sleep(seconds: float) -> None:
@@ -64,6 +69,7 @@ class Driver:
         sleep: Callable[[float], Awaitable[None]] = _no_sleep,
         settings: DriverSettings = DEFAULT_SETTINGS,
         external: ExternalOffsetsPort | None = None,
+        scaler: ExecutorScalePort | None = None,
     ) -> None:
         self.spec = spec
         self._offsets = offsets
@@ -75,6 +81,7 @@ class Driver:
         self._sleep = sleep
         self._settings = settings
         self._external = external
+        self._scaler = scaler  # a pool's executor count (executors.mode: pool)
         self._table = OffsetsTable(external, state, observe) if external is not None else None
         self._group_behind = False
         self._ids_at_ends: dict[str, str] = {}
@@ -185,6 +192,7 @@ class Driver:
                 )
             )
             state = await self._pinned(state)
+            await resume_scale(self.spec, state, self._scaler)
             if self._table is not None:  # again: the crash may have come first
                 await self._table.start(plan, state.committed)
             state = await self._check_recorded(state)
@@ -193,11 +201,23 @@ class Driver:
             now = await topics_now(self._offsets)
             state = await drop_unread(state, now, self._store, self._external, self._observe)
             plan, marks = await self._plan(state, now, stop_offsets)
+            scaled = await rescale(
+                self.spec,
+                state,
+                plan,
+                self.latest,
+                scaler=self._scaler,
+                now=self._now(),
+                observe=self._observe,
+            )
             if not plan.changes_positions(state.committed):
+                if _target(scaled) != _target(state):  # e.g. scaled down while idle: show it
+                    await self._store.save(scaled)
                 self._observe(
                     ev.Idle(message="no new records", lag=sum(lag_of(state.committed, self.latest).values()))
                 )
-                return state, None
+                return scaled, None
+            state = scaled
             for loss in plan.data_loss:
                 self._observe(
                     ev.DataLossSkipped(
@@ -209,7 +229,7 @@ class Driver:
                 )
             announce_recreated(plan, self._observe)
             state = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
-            state = state.with_plan(plan, self._now(), pin(self.spec, plan))
+            state = state.with_plan(plan, self._now(), pin(self.spec, plan, units_for(self.spec, state)))
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             if self._table is not None:
                 await self._table.start(plan, state.committed)
@@ -237,7 +257,13 @@ class Driver:
         changed since (the change applies from the next batch)."""
         assert state.pending is not None
         pending = state.pending
-        live = pin(self.spec, pending.plan)
+        # A pool's batch was split for the count it had then: compare with the same count.
+        units = (
+            max(1, len(pending.pinned.layout))
+            if pending.pinned and self.spec.executors.mode == "pool"
+            else None
+        )
+        live = pin(self.spec, pending.plan, units)
         if pending.pinned is None:  # recorded by a version that did not pin: pin it now
             state = state.with_pinned(live)
             await self._store.save(state)
@@ -338,6 +364,7 @@ class Driver:
             note="; ".join(notes),
             skipped=sum(r.skipped for r in results),
             dead_lettered=sum(r.dead_lettered for r in results),
+            executors=len(results),
         )
         state = state.with_commit(entry)
         if self.spec.rate.backpressure.enabled:

@@ -4,9 +4,11 @@ The direct model is unchanged: the driver still plans, records the plan, then ca
 attempt and commits only once every unit's result came back ok. Which mode runs an attempt is
 what its write-ahead record pinned, so a batch planned in ``job`` mode replays in ``job`` mode.
 
-The pool keeps ``executors.max`` executors for the pinned executor settings and replaces all of
-them when an attempt pins different settings, and one that died (its unit is leased again, in the
-same attempt). A lease that runs out (a hung executor) gets its executor stopped and replaced.
+The pool keeps the executor count the driver asks for (``resize``, lag-driven: ``core/scaling.py``;
+``executors.max`` until it asks) for the pinned executor settings and replaces all of them when an
+attempt pins different settings, and one that died (its unit is leased again, in the same attempt).
+A lease that runs out (a hung executor) gets its executor stopped and replaced. Shrinking drains:
+an executor chosen to go gets no new lease, and only executors that hold none are stopped.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ CRASHES_PER_EXECUTOR = 3
 
 
 class PoolLauncher:
-    """A :class:`~.ports.LauncherPort`: ``pool`` attempts go to warm executors, others to ``job``."""
+    """A :class:`~.ports.LauncherPort` (``pool`` attempts go to warm executors, others to ``job``)
+    and an :class:`~.ports.ExecutorScalePort`."""
 
     def __init__(
         self,
@@ -59,6 +62,8 @@ class PoolLauncher:
         self._crashes = 0
         self._last_death = ""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._target: int | None = None  # None: executors.max of the pinned settings
+        self._draining: set[str] = set()  # chosen to go: they get no new lease
         self.replaced = 0  # executors started to replace one that died or hung (for tests and metrics)
         processes.watch(self._on_exit)
 
@@ -80,13 +85,15 @@ class PoolLauncher:
                     await self._processes.stop(holder)
                     await self._start_one()
                     self.replaced += 1
-            return self._book.results()
+            results = self._book.results()
         finally:
             holders = self._book.holders()
             self._book.clear()  # nothing of this attempt is leased or counted any more
             for holder in holders:  # cancelled mid-attempt: no unit may keep running
                 await self._processes.stop(holder)
                 await self._start_one()
+        await self._fit()  # e.g. a replacement started while the pool was shrinking
+        return results
 
     async def release(self, batch_id: int) -> None:
         await self._job.release(batch_id)
@@ -97,11 +104,20 @@ class PoolLauncher:
         await self._stop_all()
         await self._transport.close()
 
+    # -- ExecutorScalePort --------------------------------------------------------------------------
+    def executors(self) -> int:
+        return len(self._taking())
+
+    async def resize(self, count: int) -> None:
+        self._target = max(1, count)
+        if self._settings is not None:  # else the first pool attempt starts this many
+            await self._fit()
+
     # -- PoolBackend (called by the transport) -------------------------------------------------------
     async def lease(self, executor_id: str, wait_seconds: float) -> Lease | None:
         deadline = self._clock() + wait_seconds
         while True:
-            if executor_id in self._processes.alive():
+            if executor_id in self._taking():
                 lease = self._book.lease(executor_id, self._clock())
                 if lease is not None:
                     self._crashes = 0
@@ -134,8 +150,32 @@ class PoolLauncher:
             await self._stop_all()
             self._settings = settings
             self._generation += 1
-        for _ in range(settings.max - len(self._processes.alive())):
+        await self._fit()
+
+    def _wanted(self) -> int:
+        if self._settings is None:
+            return 0
+        return self._target if self._target is not None else self._settings.max
+
+    def _taking(self) -> set[str]:
+        """The executors that may take a unit: alive and not being drained."""
+        return self._processes.alive() - self._draining
+
+    async def _fit(self) -> None:
+        """Start or drain executors to the wanted count; never stop one that holds a lease."""
+        taking = self._taking()
+        for _ in range(self._wanted() - len(taking)):
             await self._start_one()
+        surplus = len(taking) - self._wanted()
+        if surplus <= 0:
+            return
+        idle = sorted(taking - self._book.holders(), key=_newest_first)[:surplus]
+        self._draining.update(idle)  # before any await: no lease reaches them from now on
+        try:
+            await asyncio.gather(*(self._processes.stop(e) for e in idle))
+        finally:
+            self._draining.difference_update(idle)
+        self._notify()
 
     async def _stop_all(self) -> None:
         await asyncio.gather(*(self._processes.stop(e) for e in sorted(self._processes.alive())))
@@ -153,7 +193,7 @@ class PoolLauncher:
         self._last_death = why
         self._book.lost(executor_id, why)
         self._crashes += 1
-        if self._settings is not None and self._crashes > CRASHES_PER_EXECUTOR * self._settings.max:
+        if self._settings is not None and self._crashes > CRASHES_PER_EXECUTOR * self._wanted():
             self._book.fail_waiting(f"no executor of the pool stays up; last: {why}")
         elif self._settings is not None:
             self.replaced += 1
@@ -164,7 +204,7 @@ class PoolLauncher:
 
     async def _replace_later(self) -> None:
         await asyncio.sleep(min(0.05 * 2 ** min(self._crashes, 6), 2.0))  # a crash loop backs off
-        if self._settings is not None and len(self._processes.alive()) < self._settings.max:
+        if self._settings is not None and len(self._taking()) < self._wanted():
             await self._start_one()
             self._notify()
 
@@ -176,3 +216,12 @@ class PoolLauncher:
         changed = self._changed
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), at_most)
+
+
+def _newest_first(executor_id: str) -> tuple[int, int]:
+    """Drain the newest executors first (ids are ``generation-serial``), so the oldest stay warm."""
+    generation, _, serial = executor_id.partition("-")
+    try:
+        return (-int(generation), -int(serial))
+    except ValueError:
+        return (0, 0)

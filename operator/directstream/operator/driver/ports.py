@@ -75,6 +75,22 @@ class PoolTransportPort(Protocol):
     async def close(self) -> None: ...
 
 
+class ExecutorScalePort(Protocol):
+    """A pool whose executor count the driver sets before each batch (lag-driven scaling).
+
+    The local pool starts and stops processes; a cluster pool can implement it by setting a
+    replica count, as long as it ends only executors that hold no lease.
+    """
+
+    def executors(self) -> int:
+        """Executors running now that take units (ones being drained do not count)."""
+
+    async def resize(self, count: int) -> None:
+        """Keep ``count`` executors from now on: start the missing ones; shrink only by ending
+        executors that hold no lease (they get no new one first). Returns without waiting for a
+        unit to finish."""
+
+
 class ExecutorProcessesPort(Protocol):
     """Long-lived executors (local mode: processes) that serve a pool's transport."""
 
@@ -84,7 +100,8 @@ class ExecutorProcessesPort(Protocol):
     async def start(self, executor_id: str, url: str, token: str, stream: str) -> None: ...
 
     async def stop(self, executor_id: str) -> None:
-        """End the executor (SIGTERM, then SIGKILL) and wait for it; ``on_exit`` is not called."""
+        """End the executor (SIGTERM, then SIGKILL) and wait for it; ``on_exit`` is not called.
+        The pool stops an executor that holds a lease only when that lease ran out or was revoked."""
 
     def alive(self) -> set[str]: ...
 

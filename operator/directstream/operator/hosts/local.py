@@ -53,16 +53,18 @@ def build_local_driver(
     async def sleep(seconds: float) -> None:
         await wait_for_any(seconds, stop)
 
+    pool = PoolLauncher(  # job-mode attempts go to the LocalLauncher
+        spec.name,
+        LocalLauncher(state_dir / "attempts"),
+        PoolServer("127.0.0.1"),
+        LocalExecutorProcesses(state_dir / "pool"),
+    )
     return Driver(
         spec,
         offsets=KafkaOffsetsPort(local_kafka(spec)),
         state=LocalStateStore(state_dir),
-        launcher=PoolLauncher(  # job-mode attempts go to the LocalLauncher
-            spec.name,
-            LocalLauncher(state_dir / "attempts"),
-            PoolServer("127.0.0.1"),
-            LocalExecutorProcesses(state_dir / "pool"),
-        ),
+        launcher=pool,
+        scaler=pool,
         executor_kafka=executor_kafka_settings(spec, local_secrets()),
         observe=observe,
         sleep=sleep,
