@@ -44,3 +44,20 @@ def test_plain_output_has_one_line_per_event_and_collapses_idle_ticks():
 def test_tables_align_numbers_right():
     text = table(["NAME", "RECORDS"], [["a", 5], ["bb", 1234567]])
     assert text.splitlines() == ["NAME  RECORDS", "a             5", "bb    1,234,567"]
+
+
+def test_status_shows_a_pools_executor_counts_and_the_ledger_its_executors():
+    from directstream.operator.cli_render import ledger_table, scale_summary
+    from directstream.operator.core.scaling import ScaleState
+    from directstream.operator.core.state import LedgerEntry, StreamState
+
+    reason = "lag 120k records, ~14 s at the measured rate: 2 -> 4"
+    state = StreamState(
+        ledger=(LedgerEntry(7, 1, 3, 3_000, 30_000, 0.5, 1_700_000_000.0, executors=4),),
+        scale=ScaleState(4, reason, 1_700_000_000.0, current=2),
+    )
+    assert scale_summary(state) == f"2 running, target 4 ({reason})"
+    assert scale_summary(StreamState()) == ""
+    header, row = ledger_table(state).splitlines()[:2]
+    assert "EXECUTORS" in header and " 4 " in row
+    assert "EXECUTORS" not in ledger_table(StreamState(ledger=(LedgerEntry(1, 1, 1, 1, 1, 0.1, 1.0),)))

@@ -195,3 +195,57 @@ def test_executors_refuse_stale_units() -> None:
     assert other is not None and "stream 's'" in other
     forged = stale_reason(unit, {**identity_of(unit), "digest": "x"}, "s", (0, 0))
     assert forged is not None and "does not match" in forged
+
+
+def test_resize_before_the_first_attempt_sets_how_many_executors_it_starts() -> None:
+    async def test(pool: PoolLauncher, processes: FakeExecutorProcesses, job: FakeLauncher) -> None:
+        await pool.resize(1)
+        assert processes.started == [] and pool.executors() == 0, "nothing starts before an attempt"
+        results = await pool.run(attempt_run())
+        assert [r.index for r in results] == [0, 1, 2] and processes.started == ["1-1"]
+        await pool.resize(3)
+        assert pool.executors() == 3 and processes.started == ["1-1", "1-2", "1-3"], "warm before the batch"
+
+    with_pool(test)
+
+
+def test_shrinking_between_attempts_stops_the_newest_idle_executors() -> None:
+    async def test(pool: PoolLauncher, processes: FakeExecutorProcesses, job: FakeLauncher) -> None:
+        await pool.resize(3)
+        await pool.run(attempt_run(batch=1))
+        await pool.resize(1)
+        assert sorted(processes.stopped) == ["1-2", "1-3"] and processes.alive() == {"1-1"}
+        results = await pool.run(attempt_run(batch=2))
+        assert all(r.ok for r in results) and processes.alive() == {"1-1"}
+
+    with_pool(test)
+
+
+def test_shrinking_never_stops_an_executor_that_holds_a_lease() -> None:
+    async def test(pool: PoolLauncher, processes: FakeExecutorProcesses, job: FakeLauncher) -> None:
+        processes.hang = {0}
+        run = asyncio.create_task(pool.run(attempt_run(count=1)))
+        await until(lambda: any(e.units for e in processes.executors.values()))
+        holder = processes.holding(0)
+        await pool.resize(1)
+        assert holder in processes.alive() and holder not in processes.stopped, "the holder stays"
+        assert pool.executors() == 1 and len(processes.stopped) == 1
+        await pool.resize(1)  # asking again changes nothing while the unit runs
+        assert holder in processes.alive()
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+    with_pool(test)
+
+
+def test_an_executor_killed_after_a_shrink_is_replaced_only_up_to_the_new_count() -> None:
+    async def test(pool: PoolLauncher, processes: FakeExecutorProcesses, job: FakeLauncher) -> None:
+        await pool.resize(3)
+        await pool.run(attempt_run(batch=1))
+        await pool.resize(2)
+        processes.kill(sorted(processes.alive())[0])
+        await until(lambda: len(processes.alive()) == 2)
+        await asyncio.sleep(0.3)  # past the replacement backoff: no third one comes
+        assert len(processes.alive()) == 2 and pool.executors() == 2
+
+    with_pool(test)

@@ -25,7 +25,14 @@ from directstream.executor.contract.redact import scrub
 from .adapters.kafka import KafkaOffsetsPort
 from .adapters.local.state import LocalStateStore, StateDirLocked, StateFileCorrupt, read_state_file
 from .adapters.postgres import OffsetStoreError
-from .cli_render import ProgressPrinter, ledger_table, offsets_table, plan_report, poison_totals
+from .cli_render import (
+    ProgressPrinter,
+    ledger_table,
+    offsets_table,
+    plan_report,
+    poison_totals,
+    scale_summary,
+)
 from .core.errors import KafkaUnavailable, PermanentError
 from .core.events import Note
 from .core.planning import DataLossError
@@ -163,6 +170,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"poison records: {poison_totals(state)}")
     if latest is not None:
         print(f"total lag: {sum(lag_of(state.committed, latest).values()):,}")
+    if scale_summary(state):
+        print(f"executors: {scale_summary(state)}")
     if state.pending:
         p = state.pending
         print(

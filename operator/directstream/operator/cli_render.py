@@ -137,8 +137,17 @@ def poison_totals(state: StreamState) -> str:
     return f"{state.skipped_total:,} skipped, {state.dead_lettered_total:,} dead-lettered (all time)"
 
 
+def scale_summary(state: StreamState) -> str:
+    """A pool's executor counts and why (empty when the stream is not a pool)."""
+    scale = state.scale
+    if scale is None:
+        return ""
+    return f"{scale.current} running, target {scale.target} ({scale.reason})"
+
+
 def ledger_table(state: StreamState) -> str:
     poison = any(e.skipped or e.dead_lettered for e in state.ledger)
+    units = any(e.executors for e in state.ledger)
     rows = [
         [
             e.batch_id,
@@ -147,6 +156,7 @@ def ledger_table(state: StreamState) -> str:
             e.records,
             e.bytes,
             f"{e.seconds:.2f}s",
+            *([e.executors or "-"] if units else []),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.committed_at)),
             *([e.skipped, e.dead_lettered] if poison else []),
             e.note or "",
@@ -162,6 +172,7 @@ def ledger_table(state: StreamState) -> str:
             "RECORDS",
             "BYTES",
             "DURATION",
+            *(["EXECUTORS"] if units else []),
             "COMMITTED AT",
             *poison_columns,
             "NOTE",

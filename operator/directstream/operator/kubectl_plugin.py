@@ -31,7 +31,7 @@ from directstream.executor.contract import PoisonOptionsError, parse_poison
 
 from .adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from .adapters.kube.api import GROUP, PLURAL, VERSION
-from .cli_render import ledger_table, plan_report, poison_totals, table
+from .cli_render import ledger_table, plan_report, poison_totals, scale_summary, table
 from .core.errors import KafkaUnavailable, PermanentError
 from .core.planning import BatchPlan, DataLossError, TopicPartition
 from .core.spec import SpecError, StreamSpec, parse_spec
@@ -198,6 +198,8 @@ def render_status(obj: Mapping[str, Any], max_rows: int = 50) -> str:
         f"Lag:        {int(lag['total']):,} records" if "total" in lag else "Lag:        unknown",
         f"On error:   {spec_policy(spec)}",
     ]
+    if scale_summary(state):
+        out.append(f"Executors:  {scale_summary(state)}")
     if poison_totals(state):
         out.append(f"Poison:     {poison_totals(state)}")
     if status.get("appliedReset") or spec.get("reset"):

@@ -10,6 +10,7 @@
 - :class:`FakeClock`: time that moves only when the loop sleeps.
 - :class:`FakeTransport` and :class:`FakeExecutorProcesses` (the pool's ports): executors as
   tasks that lease units from the pool and answer from a script; they can be killed or hang.
+- :class:`FakeScaler` (``ExecutorScalePort``): a pool's executor count, and every resize.
 - :class:`MemoryHost` (``Host``): a spec that tests may change, the events seen, a stop after a
   number of turns, and either terminal policy (exit like local mode, or wait like the operator).
 
@@ -213,6 +214,21 @@ class FakeLauncher:
         self.released.append((batch_id, self.state.state))
 
 
+@dataclass
+class FakeScaler:
+    """``ExecutorScalePort``: the count it was last resized to, and every resize, in order."""
+
+    count: int = 0
+    resizes: list[int] = field(default_factory=list)
+
+    def executors(self) -> int:
+        return self.count
+
+    async def resize(self, count: int) -> None:
+        self.resizes.append(count)
+        self.count = count
+
+
 class MemoryHost:
     """The loop's host over fakes, with the real terminal policies: ``"local"`` (exit) or
     ``"cluster"`` (wait for a change)."""
@@ -227,6 +243,7 @@ class MemoryHost:
         policy: str = "local",
         mode: RunMode = RunMode.FOREVER,
         max_turns: int = 1_000,
+        scaler: FakeScaler | None = None,
     ) -> None:
         self.spec = spec
         self.kafka = kafka
@@ -254,6 +271,7 @@ class MemoryHost:
             clock=self.clock,
             sleep=self.sleep,
             settings=settings,
+            scaler=scaler,
         )
 
     def of_type(self, event_type: type[Event]) -> list[Event]:

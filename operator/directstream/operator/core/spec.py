@@ -130,7 +130,7 @@ class RateSpec:
 class ExecutorsSpec:
     mode: ExecutorMode = "job"  # job: a process/Job per attempt; pool: warm executors (local mode only)
     max: int = 4
-    min: int = 1  # pool: fewest executors kept (the pool keeps max in this version)
+    min: int = 1  # pool: fewest executors kept when lag is low (core/scaling.py)
     max_records: int = 0  # split a range above this many records; 0 = never split
     image: str = ""
     timeout_seconds: float = 600.0  # a batch's Job activeDeadlineSeconds
