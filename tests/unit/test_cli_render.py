@@ -2,8 +2,10 @@
 
 import io
 
-from directstream.operator.cli_render import ProgressPrinter, table
+from directstream.operator.cli_render import ProgressPrinter, ledger_table, scale_summary, table
 from directstream.operator.core import events as ev
+from directstream.operator.core.scaling import ScaleState
+from directstream.operator.core.state import LedgerEntry, StreamState
 
 
 def committed(batch: int, records: int) -> ev.Committed:
@@ -47,10 +49,6 @@ def test_tables_align_numbers_right():
 
 
 def test_status_shows_a_pools_executor_counts_and_the_ledger_its_executors():
-    from directstream.operator.cli_render import ledger_table, scale_summary
-    from directstream.operator.core.scaling import ScaleState
-    from directstream.operator.core.state import LedgerEntry, StreamState
-
     reason = "lag 120k records, ~14 s at the measured rate: 2 -> 4"
     state = StreamState(
         ledger=(LedgerEntry(7, 1, 3, 3_000, 30_000, 0.5, 1_700_000_000.0, executors=4),),
