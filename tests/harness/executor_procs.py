@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from directstream.executor.contract.wire import ENV_WORK_UNITS, ENV_WORK_UNITS_FILE
@@ -46,11 +47,14 @@ def executor_pids(marker: str) -> list[int]:
 
 
 class ExecutorKiller:
-    """A thread that SIGKILLs a random executor of the test's pods (found by ``marker``) every
+    """A thread that SIGKILLs a random executor of the test's pods (found by ``marker``, or ``find``) every
     0.2 to 1.5 s, up to ``most`` times, while the ``with`` block runs; ``kills`` says how many it did."""
 
-    def __init__(self, marker: str, most: int, seed: int) -> None:
+    def __init__(
+        self, marker: str, most: int, seed: int, find: Callable[[], list[int]] | None = None
+    ) -> None:
         self.marker, self.most, self.rng = marker, most, random.Random(seed)
+        self.find = find or (lambda: executor_pids(marker))  # e.g. a pool's warm executors
         self.kills = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -58,7 +62,7 @@ class ExecutorKiller:
     def _run(self) -> None:
         while not self._stop.is_set() and self.kills < self.most:
             time.sleep(self.rng.uniform(0.2, 1.5))
-            pids = executor_pids(self.marker)
+            pids = self.find()
             if pids:
                 with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                     os.kill(self.rng.choice(pids), signal.SIGKILL)
