@@ -19,6 +19,7 @@ from directstream.executor.contract import OffsetRange
 from directstream.operator.core.pinning import pin
 from directstream.operator.core.planning import BatchPlan, DataLoss, TopicRecreated
 from directstream.operator.core.rate import RateState
+from directstream.operator.core.scaling import ScaleState
 from directstream.operator.core.spec import parse_spec
 from directstream.operator.core.state import LEDGER_LIMIT, LedgerEntry, StreamState
 from directstream.operator.core.topic_lifecycle import TopicRecord
@@ -209,6 +210,7 @@ def full_state() -> StreamState:
                 note="reset r1" if batch == 5 else "",
                 skipped=batch % 2,
                 dead_lettered=batch % 3,
+                executors=2,
             )
             for batch in range(5, LEDGER_LIMIT + 5)
         ),
@@ -218,6 +220,9 @@ def full_state() -> StreamState:
         dead_lettered_total=7,
         applied_reset="r1",
         topics={"clicks": TopicRecord("frzguCiNQsyBg0GWQ3NtTQ", 190), "views": TopicRecord("", 0)},
+        scale=ScaleState(
+            2, "lag 9k records, ~4 s at the measured rate: 1 -> 2", 1793491200.5, 1793491201.0, 2
+        ),
     )
     stream = parse_spec(
         "clicks",
