@@ -195,7 +195,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         batch, note = asyncio.run(preview_next_batch(spec, state, offsets))
     except DataLossError as exc:
         raise CliError(f"the next batch cannot be planned: {exc}") from exc
-    print(plan_report(spec, batch, note))
+    print(plan_report(spec, batch, note, state))
     return 0
 
 

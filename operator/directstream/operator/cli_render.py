@@ -181,8 +181,9 @@ def ledger_table(state: StreamState) -> str:
     )
 
 
-def plan_report(spec: StreamSpec, plan: BatchPlan, kind: str) -> str:
-    """A batch plan as ``directstream plan`` and ``kubectl directstream plan`` show it."""
+def plan_report(spec: StreamSpec, plan: BatchPlan, kind: str, state: StreamState | None = None) -> str:
+    """A batch plan as ``directstream plan`` and ``kubectl directstream plan`` show it (split for a
+    pool's executor count as ``state`` has it)."""
     lines = [
         f"{kind} batch {plan.batch_id}: {plan.offsets:,} offsets in {len(plan.record_ranges)} range(s)"
         + (" (rate-capped: more is waiting)" if plan.rate_capped else "")
@@ -190,7 +191,10 @@ def plan_report(spec: StreamSpec, plan: BatchPlan, kind: str) -> str:
     lines += [f"  data loss: {x}; read from its start" for x in plan.recreated]
     lines += [f"  data loss: {loss}" for loss in plan.data_loss]
     lines.append(f"  poison records: {describe_policy(spec.processor.poison)}")
-    units = build_work_units(spec, plan, 1, executor_kafka_settings(spec))
+    count = (
+        state.scale.target if state is not None and state.scale and spec.executors.mode == "pool" else None
+    )
+    units = build_work_units(spec, plan, 1, executor_kafka_settings(spec), count)
     rows = [
         [u.index, r.topic, r.partition, r.from_offset, r.until_offset, r.count]
         for u in units

@@ -277,7 +277,7 @@ def cmd_plan(cluster: Cluster, args: argparse.Namespace) -> int:
         raise PluginError(f"the next batch cannot be planned: {exc}") from exc
     if spec.suspend:
         print(f"(directstream {spec.name} is suspended: nothing runs until it is resumed)")
-    print(plan_report(spec, plan, note))
+    print(plan_report(spec, plan, note, state))
     return 0
 
 

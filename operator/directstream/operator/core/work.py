@@ -21,8 +21,9 @@ def executor_kafka_settings(
 
 
 def build_work_units(
-    spec: StreamSpec, plan: BatchPlan, attempt: int, kafka: KafkaClientSettings
+    spec: StreamSpec, plan: BatchPlan, attempt: int, kafka: KafkaClientSettings, units: int | None = None
 ) -> tuple[WorkUnit, ...]:
-    """One unit per executor, as the driver would pin them for ``plan`` under ``spec`` now
-    (previews; the driver itself runs the units of the pinned attempt)."""
-    return work_units(spec.name, plan, pin(spec, plan), attempt, kafka)
+    """One unit per executor, as the driver would pin them for ``plan`` under ``spec`` now, into
+    at most ``units`` (a pool's executor count; default ``executors.max``) (previews; the driver
+    itself runs the units of the pinned attempt)."""
+    return work_units(spec.name, plan, pin(spec, plan, units), attempt, kafka)
