@@ -7,7 +7,7 @@ PY="$ROOT/.venv/bin/python"
 bash hack/kafka.sh up
 eval "$(bash hack/kafka.sh env)"
 export KAFKA_BOOTSTRAP
-for bench in executor_throughput drain_rates json_encoders planning local_batch_overhead; do
+for bench in executor_throughput drain_rates json_encoders planning local_batch_overhead pool_scaling; do
   echo "== bench/$bench.py"
   "$PY" "bench/$bench.py"
   echo
