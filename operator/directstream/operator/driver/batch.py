@@ -32,7 +32,7 @@ from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
 from .outcomes import BatchFailed, Step, dead_letter_event, describe_failures, poison_note
 from .ports import ExecutorScalePort, ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
-from .scaling import rescale, resume_scale, units_for
+from .scaling import pinned_units, rescale, resume_scale, scale_changed, units_for
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
 from .topics import (
     TopicsNow,
@@ -45,10 +45,6 @@ from .topics import (
     still_read,
     topics_now,
 )
-
-
-def _target(state: StreamState) -> int | None:
-    return None if state.scale is None else state.scale.target
 
 
 async def _no_sleep(seconds: float) -> None:
@@ -211,7 +207,7 @@ class Driver:
                 observe=self._observe,
             )
             if not plan.changes_positions(state.committed):
-                if _target(scaled) != _target(state):  # e.g. scaled down while idle: show it
+                if scale_changed(state, scaled):  # e.g. scaled down while idle: show it
                     await self._store.save(scaled)
                 self._observe(
                     ev.Idle(message="no new records", lag=sum(lag_of(state.committed, self.latest).values()))
@@ -257,13 +253,7 @@ class Driver:
         changed since (the change applies from the next batch)."""
         assert state.pending is not None
         pending = state.pending
-        # A pool's batch was split for the count it had then: compare with the same count.
-        units = (
-            max(1, len(pending.pinned.layout))
-            if pending.pinned and self.spec.executors.mode == "pool"
-            else None
-        )
-        live = pin(self.spec, pending.plan, units)
+        live = pin(self.spec, pending.plan, pinned_units(self.spec, pending))
         if pending.pinned is None:  # recorded by a version that did not pin: pin it now
             state = state.with_pinned(live)
             await self._store.save(state)

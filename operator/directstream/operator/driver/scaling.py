@@ -13,7 +13,7 @@ from ..core import events as ev
 from ..core.planning import BatchPlan, TopicPartition, split_work
 from ..core.scaling import BatchSample, ScaleInputs, decide
 from ..core.spec import StreamSpec
-from ..core.state import StreamState
+from ..core.state import PendingBatch, StreamState
 from ..core.status import lag_of
 from .ports import ExecutorScalePort, Observer
 
@@ -74,3 +74,19 @@ def units_for(spec: StreamSpec, state: StreamState) -> int | None:
     if spec.executors.mode == "pool" and state.scale is not None:
         return state.scale.target
     return None
+
+
+def pinned_units(spec: StreamSpec, pending: PendingBatch) -> int | None:
+    """The count a recorded pool batch was split for, to compare its pin with the live spec's."""
+    if pending.pinned is None or spec.executors.mode != "pool":
+        return None
+    return max(1, len(pending.pinned.layout))
+
+
+def scale_changed(before: StreamState, after: StreamState) -> bool:
+    """The target differs (or a scale came or went): worth a save even on an idle turn."""
+
+    def target(state: StreamState) -> int | None:
+        return None if state.scale is None else state.scale.target
+
+    return target(before) != target(after)
