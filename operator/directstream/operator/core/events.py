@@ -213,6 +213,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Launched,
     Retrying,
     Committed,
+    DeadLettered,
     Idle,
     CaughtUp,
     Rewound,
