@@ -32,7 +32,9 @@ def _answers(bootstrap: str) -> bool:
 
 
 def _script_env() -> str | None:
-    out = subprocess.run(["bash", str(KAFKA_SH), "env"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["bash", str(KAFKA_SH), "env"], capture_output=True, text=True, check=False, timeout=60
+    )
     match = re.search(r"KAFKA_BOOTSTRAP=(\S+)", out.stdout)
     return match.group(1) if match else None
 
@@ -85,7 +87,9 @@ def kafka() -> Iterator[KafkaBroker]:
     if bootstrap and _answers(bootstrap):
         yield KafkaBroker(bootstrap)
         return
-    started = subprocess.run(["bash", str(KAFKA_SH), "up"], capture_output=True, text=True, check=False)
+    started = subprocess.run(
+        ["bash", str(KAFKA_SH), "up"], capture_output=True, text=True, check=False, timeout=300
+    )
     if started.returncode != 0:
         pytest.fail(f"could not start Kafka with hack/kafka.sh up:\n{started.stderr}", pytrace=False)
     bootstrap = _script_env()
@@ -93,7 +97,7 @@ def kafka() -> Iterator[KafkaBroker]:
     try:
         yield KafkaBroker(bootstrap)
     finally:
-        subprocess.run(["bash", str(KAFKA_SH), "down"], capture_output=True, check=False)
+        subprocess.run(["bash", str(KAFKA_SH), "down"], capture_output=True, check=False, timeout=300)
 
 
 @pytest.fixture

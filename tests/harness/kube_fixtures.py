@@ -97,7 +97,9 @@ def wait_crd_established(kube: Kube, crd: str, timeout: float = 60) -> None:
 
 
 def _cluster_env() -> dict[str, str]:
-    out = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     env = {}
     for line in out.splitlines():
         m = re.match(r"export (\w+)=(.*)$", line)
@@ -128,7 +130,9 @@ def kube() -> Iterator[Kube]:
     if reuse is not None:
         yield Kube(reuse, bin_dir)
         return
-    up = subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True, check=False)
+    up = subprocess.run(
+        ["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True, check=False, timeout=900
+    )
     if up.returncode != 0:
         raise RuntimeError(
             f"hack/cluster.sh up failed ({up.returncode}):\n{up.stderr[-4000:]}{up.stdout[-2000:]}"
@@ -136,7 +140,7 @@ def kube() -> Iterator[Kube]:
     try:
         yield Kube(env["KUBECONFIG"], bin_dir)
     finally:
-        subprocess.run(["bash", str(CLUSTER_SH), "down"], capture_output=True, check=False)
+        subprocess.run(["bash", str(CLUSTER_SH), "down"], capture_output=True, check=False, timeout=300)
 
 
 def enforce_restricted(kube: Kube, namespace: str) -> None:

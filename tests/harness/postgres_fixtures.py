@@ -33,7 +33,9 @@ def _answers(dsn: str) -> bool:
 
 
 def _script_env() -> str | None:
-    out = subprocess.run(["bash", str(POSTGRES_SH), "env"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["bash", str(POSTGRES_SH), "env"], capture_output=True, text=True, check=False, timeout=60
+    )
     match = re.search(r"DIRECTSTREAM_POSTGRES_DSN=(\S+)", out.stdout)
     return match.group(1) if match else None
 
@@ -45,7 +47,9 @@ def postgres() -> Iterator[str]:
     if dsn and _answers(dsn):
         yield dsn
         return
-    started = subprocess.run(["bash", str(POSTGRES_SH), "up"], capture_output=True, text=True, check=False)
+    started = subprocess.run(
+        ["bash", str(POSTGRES_SH), "up"], capture_output=True, text=True, check=False, timeout=300
+    )
     if started.returncode != 0:
         pytest.fail(f"could not start PostgreSQL with hack/postgres.sh up:\n{started.stderr}", pytrace=False)
     dsn = _script_env()
@@ -53,7 +57,7 @@ def postgres() -> Iterator[str]:
     try:
         yield dsn
     finally:
-        subprocess.run(["bash", str(POSTGRES_SH), "down"], capture_output=True, check=False)
+        subprocess.run(["bash", str(POSTGRES_SH), "down"], capture_output=True, check=False, timeout=300)
 
 
 @pytest.fixture

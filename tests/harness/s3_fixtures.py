@@ -35,7 +35,9 @@ ENV_NAMES = (
 
 
 def _script_env() -> dict[str, str]:
-    out = subprocess.run(["bash", str(S3PROXY_SH), "env"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["bash", str(S3PROXY_SH), "env"], capture_output=True, text=True, check=False, timeout=60
+    )
     return dict(re.findall(r"export (\w+)=(\S+)", out.stdout))
 
 
@@ -118,7 +120,9 @@ def s3() -> Iterator[S3Server]:
         if _answers(env):
             yield S3Server(env)
             return
-    started = subprocess.run(["bash", str(S3PROXY_SH), "up"], capture_output=True, text=True, check=False)
+    started = subprocess.run(
+        ["bash", str(S3PROXY_SH), "up"], capture_output=True, text=True, check=False, timeout=300
+    )
     if started.returncode != 0:
         pytest.fail(f"could not start S3Proxy with hack/s3proxy.sh up:\n{started.stderr}", pytrace=False)
     env = _script_env()
@@ -126,7 +130,7 @@ def s3() -> Iterator[S3Server]:
     try:
         yield S3Server(env)
     finally:
-        subprocess.run(["bash", str(S3PROXY_SH), "down"], capture_output=True, check=False)
+        subprocess.run(["bash", str(S3PROXY_SH), "down"], capture_output=True, check=False, timeout=300)
 
 
 @pytest.fixture
