@@ -6,6 +6,10 @@
 #   hack/kafka.sh down    stop it and delete its data
 #   hack/kafka.sh env     print `export KAFKA_BOOTSTRAP=...`
 #   hack/kafka.sh tool CLASS ARGS...   run one of Kafka's own tools (e.g. kafka.tools... / org.apache.kafka.tools...)
+#
+# Settings: DIRECTSTREAM_DEV_DIR (state dir, default .dev: another dir gives a second broker of its own),
+# KAFKA_PORT (default a free port), KAFKA_HEAP (default 512m; ~28 KiB of live heap per partition, so a
+# broker with 10,000 partitions wants 1g).
 source "$(dirname "$0")/lib.sh"
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
