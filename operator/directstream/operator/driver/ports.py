@@ -111,7 +111,7 @@ class ExecutorProcessesPort(Protocol):
     def alive(self) -> set[str]: ...
 
     async def close(self) -> None:
-        """Every executor is stopped: release what the pool keeps besides them (a cluster: its token Secret)."""
+        """Every executor is stopped: release what the pool keeps besides them (a cluster: a Secret)."""
 
 
 class Observer(Protocol):
