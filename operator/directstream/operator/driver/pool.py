@@ -59,6 +59,7 @@ class PoolLauncher:
         self._settings: ExecutorsSpec | None = None
         self._layout: Hashable | None = None
         self._template: AttemptRun | None = None  # the attempt whose layout the executors are built for
+        self._swept = False  # what an earlier driver run's pool left was released (a cluster's pods)
         self._generation = 0
         self._serial = 0
         self._changed = asyncio.Event()
@@ -184,8 +185,9 @@ class PoolLauncher:
 
     async def _retire(self) -> None:
         """Stop every executor and the transport (the run ended, or the stream went back to ``job``)."""
-        if self._settings is None and not self._url:
+        if self._settings is None and not self._url and self._swept:
             return
+        self._swept = True
         self._settings, self._layout, self._template = None, None, None
         await self._stop_all()
         await self._processes.close()
