@@ -271,6 +271,12 @@ class ClusterHost:
         close = getattr(self._launcher_kept, "close", None)
         if close is None:
             return
+        if not self._ctx.leading():
+            # A deposed leader leaves the pods to the new one, which removes them first; it only
+            # stops serving the stream.
+            if self._ctx.pool is not None:
+                await self._ctx.pool.route(self._ctx.namespace, self._ctx.name).close()
+            return
         try:
             await asyncio.wait_for(close(), POOL_CLOSE_TIMEOUT_S)
         except (KubeError, TimeoutError) as exc:

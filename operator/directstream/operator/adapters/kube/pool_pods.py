@@ -115,19 +115,21 @@ class KubeExecutorPods:
         await self._gone(f"{pool_selector(self._stream)}", {name})
 
     async def close(self) -> None:
-        """Every pool pod of the stream gone (also another run's), and the token Secret deleted."""
+        """This run's pool pods gone (and an earlier run's, if this one started none), and the token
+        Secret deleted."""
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
         self._pods.clear()
-        await self._remove_all()
+        # Another run's pods only while this run started none: those may be a newer leader's.
+        await self._remove_all(every_run=not self._leftovers_removed)
         await self._kube.delete_secret(self._namespace, pool_token_secret_name(self._stream))
         self._token_written = ""
 
-    async def _remove_all(self) -> None:
-        selector = pool_selector(self._stream)
+    async def _remove_all(self, every_run: bool = True) -> None:
+        selector = pool_selector(self._stream) if every_run else self._own_selector()
         pods = await self._kube.list_pods(self._namespace, selector)
         names = {p["metadata"]["name"] for p in pods}
         for pod in pods:
@@ -149,8 +151,11 @@ class KubeExecutorPods:
                 raise KubeError(f"pool pods {sorted(left)} were not gone within {GONE_TIMEOUT_S:.0f}s")
             await asyncio.sleep(0.25)
 
+    def _own_selector(self) -> str:
+        return f"{stream_selector(self._stream)},{LABEL_POOL}={self._run}"
+
     async def _watch(self) -> None:
-        selector = f"{stream_selector(self._stream)},{LABEL_POOL}={self._run}"
+        selector = self._own_selector()
         while True:
             self._wake.clear()
             known = dict(self._pods)  # a pod created while the list is in flight is not judged by it
