@@ -7,8 +7,8 @@ One ``directstream-operator`` with the pool endpoint (``--pool-port``, on 127.0.
 pods share the host network) in a fresh namespace; one stream per mode, one after the other, with the
 ``count`` sink over a small new topic, ``--batches`` batches of ``--records`` records each (the first,
 which starts the pool's pods, is left out). Per batch: ``status.history[].seconds`` (the operator's
-clock, plan to commit) minus the slowest unit's own run time (job: the pods' termination messages;
-pool: the executors' log line for the unit). Prints the medians and their ratio.
+clock, plan to commit) minus the slowest unit's own run time (job: the pods' termination messages,
+watched; pool: the executors' log line for the unit). Prints the medians and their ratio.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 import socket
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,17 +31,18 @@ from operator_overhead import (  # same directory: python puts the script's dir 
     GROUP,
     PLURAL,
     VERSION,
+    Observed,
     create_topic,
     delete_topic,
     ensure_crd,
     kube_api,
     operator_in_fresh_namespace,
+    start_watches,
     stream_doc,
     wait_for,
 )
 
-from directstream.executor.contract import ExecutorResult
-from directstream.operator.core.manifests import LABEL_BATCH, LABEL_STREAM
+from directstream.operator.core.manifests import LABEL_STREAM
 
 UNIT_LINE = re.compile(r"batch (\d+) attempt \d+ unit \d+: ok, \d+ records in ([0-9.]+)s")
 
@@ -51,17 +53,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def job_unit_seconds(core: client.CoreV1Api, namespace: str, stream: str) -> dict[int, float]:
-    """batch -> the slowest unit's own seconds, from the Job pods' termination messages."""
-    slowest: dict[int, float] = {}
-    for pod in core.list_namespaced_pod(namespace, label_selector=f"{LABEL_STREAM}={stream}").items:
-        batch = (pod.metadata.labels or {}).get(LABEL_BATCH)
-        for state in pod.status.container_statuses or []:
-            terminated = state.state.terminated if state.state else None
-            if batch is not None and terminated is not None and terminated.message:
-                seconds = ExecutorResult.loads(terminated.message).seconds
-                slowest[int(batch)] = max(slowest.get(int(batch), 0.0), seconds)
-    return slowest
+def job_unit_seconds(observed: Observed) -> dict[int, float]:
+    """batch -> the slowest unit's own seconds, from the Job pods' termination messages (watched: a
+    succeeded Job and its pods are deleted once the batch is committed)."""
+    with observed.lock:
+        return {b: max(r.seconds for r in results.values()) for b, results in observed.results.items()}
 
 
 def pool_unit_seconds(core: client.CoreV1Api, namespace: str, stream: str) -> dict[int, float]:
@@ -83,6 +79,7 @@ def run_mode(
     mode: str,
     batches: int,
     records: int,
+    observed: Observed,
 ) -> list[float]:
     topic = f"bench-pool-{mode}-{uuid.uuid4().hex[:8]}"
     admin = create_topic(bootstrap, topic, 2)
@@ -113,7 +110,7 @@ def run_mode(
         time.sleep(1)  # the last results may trail the commit
         stream = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         history = {int(h["batch"]): float(h["seconds"]) for h in stream["status"]["history"]}
-        units = (pool_unit_seconds if mode == "pool" else job_unit_seconds)(core, namespace, name)
+        units = pool_unit_seconds(core, namespace, name) if mode == "pool" else job_unit_seconds(observed)
         first = min(history)  # the pool's pods start during the first batch: not a small batch's cost
         return [history[b] - units[b] for b in sorted(history) if b != first and b in units]
     finally:
@@ -138,10 +135,16 @@ def main() -> None:
     pool_args = ["--pool-host", "127.0.0.1", "--pool-port", str(free_port())]
     overhead: dict[str, list[float]] = {}
     with operator_in_fresh_namespace(api, "bench-pool", work / "operator.log", pool_args) as (namespace, _):
-        for mode in ("job", "pool"):
-            overhead[mode] = run_mode(
-                custom, core, namespace, args.bootstrap, mode, args.batches, args.records
-            )
+        observed, stop = Observed(), threading.Event()
+        start_watches(api, namespace, observed, stop)  # only Job pods carry results the watch reads
+        time.sleep(1)
+        try:
+            for mode in ("job", "pool"):
+                overhead[mode] = run_mode(
+                    custom, core, namespace, args.bootstrap, mode, args.batches, args.records, observed
+                )
+        finally:
+            stop.set()
     print(f"{args.records} records per batch over 2 partitions, count sink, max 2 (first batch left out)")
     for mode, values in overhead.items():
         ms = [round(v * 1000) for v in values]
