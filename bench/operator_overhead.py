@@ -106,7 +106,9 @@ def stream_doc(name: str, bootstrap: str, spec: dict[str, Any]) -> dict[str, Any
 
 
 @contextmanager
-def operator_in_fresh_namespace(api: client.ApiClient, prefix: str, log: Path) -> Iterator[tuple[str, int]]:
+def operator_in_fresh_namespace(
+    api: client.ApiClient, prefix: str, log: Path, extra_args: Sequence[str] = ()
+) -> Iterator[tuple[str, int]]:
     """A new namespace watched by a ``directstream-operator`` process: yields (namespace, pid).
 
     Cleanup order matters: the operator's finalizer is on every DirectStream, so the streams are
@@ -134,7 +136,10 @@ def operator_in_fresh_namespace(api: client.ApiClient, prefix: str, log: Path) -
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [*args, "--liveness-port", "0", "--log-format", "plain"], env=env, stdout=out, stderr=out
+            [*args, "--liveness-port", "0", "--log-format", "plain", *extra_args],
+            env=env,
+            stdout=out,
+            stderr=out,
         )
     try:
         yield namespace, proc.pid

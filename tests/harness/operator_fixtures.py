@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,6 +120,29 @@ def operator(kube: Kube, crd: str, namespace: str, tmp_path: Path) -> Iterator[O
     finally:
         # Streams carry the operator's finalizer (its daemons stop before an object goes), so they
         # are deleted while the operator still runs, or the namespace would hang in Terminating.
+        if process.proc is not None and process.proc.poll() is None:
+            kube.kubectl("delete", "directstreams", "--all", "-n", namespace, "--timeout=60s", check=False)
+        process.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def pool_operator(kube: Kube, crd: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The ``operator`` fixture's operator serving warm executors (``--pool-port``) on 127.0.0.1: the
+    dev node's pods share the host's network, so executor pods reach it there."""
+    enforce_restricted(kube, namespace)
+    port = free_port()
+    pool_args = ["--pool-host", "127.0.0.1", "--pool-port", str(port)]
+    process = OperatorProcess(kube, [namespace], tmp_path / "operator.log", pool_args)
+    process.start()
+    try:
+        yield process
+    finally:
         if process.proc is not None and process.proc.poll() is None:
             kube.kubectl("delete", "directstreams", "--all", "-n", namespace, "--timeout=60s", check=False)
         process.stop()

@@ -471,10 +471,16 @@ def test_the_pod_settings_are_pinned_with_the_attempt() -> None:
     assert pin(parse_stream(moved), plan).digest != pinned.digest
 
 
-def test_pool_mode_is_refused_on_a_cluster_with_a_message_naming_local_mode() -> None:
+def test_pool_mode_is_refused_by_an_operator_without_a_pool_endpoint_with_a_message_naming_the_flag() -> None:
     assert problems(stream(mode="pool"))["spec.executors.mode"] == (
-        "pool mode runs only in local mode (directstream run) in this version; use job on a cluster"
+        "pool mode on a cluster needs the operator's pool endpoint, which this operator does not serve "
+        "(directstream-operator --pool-port PORT; the chart: pool.enabled); use job, or local mode "
+        "(directstream run)"
     )
+    served = cluster_spec_problems(
+        parse_stream(stream(mode="pool", volumes=[PVC], volumeMounts=[AT_DATA])), True
+    )
+    assert "spec.executors.mode" not in {p.path for p in served}
     assert "spec.executors.mode" not in problems(stream(mode="job"))
     assert parse_stream(stream(mode="pool", max=3)).executors.mode == "pool"
     assert parse_problems(stream(mode="warm")) == {

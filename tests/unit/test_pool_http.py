@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 from directstream.executor.contract import ExecutorResult
-from directstream.operator.adapters.pool_http import PoolServer
+from directstream.operator.adapters.pool_http import PoolHub, PoolServer
 from directstream.operator.core.leases import Lease, LeaseBook
 from tests.unit.test_pool import ok, units
 
@@ -70,5 +70,32 @@ def test_only_the_token_holder_gets_units_and_only_the_lease_holder_reports() ->
             assert again[0] == 409, "a completed lease is not current"
         finally:
             await server.close()
+
+    asyncio.run(body())
+
+
+def test_the_operators_hub_routes_by_stream_and_a_token_opens_only_its_own_stream() -> None:
+    async def body() -> None:
+        hub = PoolHub("127.0.0.1", 0)
+        first, second = BookBackend(), BookBackend()
+        clicks = await hub.route("team-a", "clicks").start(first, "token-of-clicks")
+        views = await hub.route("team-a", "views").start(second, "token-of-views")
+        assert clicks.endswith("/streams/team-a/clicks") and views.endswith("/streams/team-a/views")
+        base = clicks.removesuffix("/streams/team-a/clicks")
+        try:
+            call = asyncio.to_thread
+            lease = {"executor": "a"}
+            assert (await call(post, clicks + "/v1/lease", "token-of-views", lease))[0] == 401
+            assert (await call(post, base + "/streams/team-a/nope/v1/lease", "token-of-clicks", lease))[
+                0
+            ] == 401
+            status, got = await call(post, clicks + "/v1/lease", "token-of-clicks", lease)
+            assert status == 200 and got["identity"]["stream"] == "s"
+            assert second.book.waiting(), "the other stream's unit is still waiting"
+            await hub.route("team-a", "clicks").close()
+            assert hub.serving() == {("team-a", "views")}
+            assert (await call(post, clicks + "/v1/lease", "token-of-clicks", lease))[0] == 401
+        finally:
+            await hub.close()
 
     asyncio.run(body())

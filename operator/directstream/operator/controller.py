@@ -17,6 +17,7 @@ from directstream.executor.contract.redact import scrub
 from .adapters.kafka import KafkaOffsets
 from .adapters.kube.api import GROUP, PLURAL, VERSION, AsyncKubeApi, KubeApi, load_client_config
 from .adapters.kube.lease import LeaseApi, LeaseElector
+from .adapters.pool_http import PoolHub
 from .core.errors import KafkaUnavailable
 from .core.leadership import ElectionSettings
 from .core.manifests import ANNOTATION_STREAM, LABEL_STREAM, MANAGED_BY
@@ -48,6 +49,16 @@ class Wakeups:
 
 
 WAKEUPS = Wakeups()
+POOL_WAKEUPS = Wakeups()  # pool pod events only: the pool's pod watcher waits on these
+
+
+@dataclass(frozen=True)
+class PoolEndpoint:
+    """Where this operator serves warm executors (``--pool-host``/``--pool-port``/``--pool-url``)."""
+
+    host: str
+    port: int
+    url: str
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         on_change=(lambda leading: metrics.leader.set(1 if leading else 0)) if metrics else None,
     )
     memo.election_task = asyncio.create_task(memo.leadership.run(), name="leader election")
+    endpoint: PoolEndpoint | None = getattr(memo, "pool_endpoint", None)
+    if endpoint is not None and getattr(memo, "pool", None) is None:
+        memo.pool = PoolHub(endpoint.host, endpoint.port, endpoint.url)
+        await memo.pool.start()
 
 
 @kopf.on.cleanup()
@@ -92,6 +107,8 @@ async def step_down(memo: kopf.Memo, **_: Any) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await memo.election_task
     await memo.leadership.release()
+    if getattr(memo, "pool", None) is not None:
+        await memo.pool.close()
 
 
 @kopf.on.probe(id="leadership")
@@ -137,6 +154,8 @@ async def drive_stream(
         stopped=lambda: bool(stopped),
         leading=lambda: leadership.leading,
         allow_kafka_oidc=bool(getattr(memo, "allow_kafka_oidc", False)),
+        pool=getattr(memo, "pool", None),
+        pool_wake=POOL_WAKEUPS.event(namespace, name),
     )
     metrics: OperatorMetrics | None = getattr(memo, "metrics", None)  # None with --metrics-port 0
     if metrics is not None:
@@ -146,6 +165,7 @@ async def drive_stream(
         await drive_while_leading(memo.kube, ctx, leadership)
     finally:
         WAKEUPS.forget(namespace, name)
+        POOL_WAKEUPS.forget(namespace, name)
         if metrics is not None:
             metrics.forget(namespace, name)  # a deleted stream leaves no stale series
 
@@ -169,6 +189,7 @@ def executor_pod_changed(
     # The Job controller batches pod updates for about a second before the Job's status moves;
     # a finished executor pod already holds its result, so the stream reads it at once.
     WAKEUPS.wake(namespace, stream_of(labels, annotations))
+    POOL_WAKEUPS.wake(namespace, stream_of(labels, annotations))
 
 
 def stream_of(labels: kopf.Labels, annotations: kopf.Annotations) -> str | None:

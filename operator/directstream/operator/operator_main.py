@@ -6,10 +6,12 @@ directstream-operator [--namespace NS ... | --all-namespaces] [--executor-image 
                       [--leader-elect-resource-name NAME] [--leader-elect-resource-namespace NS]
                       [--leader-elect-identity ID] [--leader-elect-lease-duration 15s]
                       [--leader-elect-renew-deadline 10s] [--leader-elect-retry-period 2s]
+                      [--pool-port PORT] [--pool-host HOST] [--pool-url URL]
 
 Without --executor-image, streams that leave spec.executors.image empty run the executor image of
 this operator's own version: <executor repository>:<version>. Only the operator that holds the
-leader Lease drives streams; others wait as standbys.
+leader Lease drives streams; others wait as standbys. With --pool-port, streams may use
+spec.executors.mode: pool: warm executor pods long-poll this operator at --pool-url.
 """
 
 from __future__ import annotations
@@ -109,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
         "tokens from the URL a stream names (env DIRECTSTREAM_ALLOW_KAFKA_OIDC=true)",
     )
     parser.add_argument("--verbose", "-v", action="store_true")
+    pool = parser.add_argument_group(
+        "warm executors", "spec.executors.mode: pool; executor pods connect to this operator"
+    )
+    pool.add_argument(
+        "--pool-port",
+        type=int,
+        default=int(os.environ.get("DIRECTSTREAM_POOL_PORT", "0")),
+        help="serve the pool endpoint on this port (0 = off: pool streams get InvalidSpec; "
+        "env DIRECTSTREAM_POOL_PORT)",
+    )
+    pool.add_argument("--pool-host", default=os.environ.get("DIRECTSTREAM_POOL_HOST", "0.0.0.0"))
+    pool.add_argument(
+        "--pool-url",
+        default=os.environ.get("DIRECTSTREAM_POOL_URL", ""),
+        metavar="URL",
+        help="where executor pods reach this operator's pool endpoint (env DIRECTSTREAM_POOL_URL; "
+        "default http://$DIRECTSTREAM_POD_IP:PORT, else http://<pool host>:PORT): this very "
+        "operator, not a Service that may pick a standby",
+    )
     election = parser.add_argument_group(
         "leader election", "one coordination.k8s.io/v1 Lease; only its holder drives streams"
     )
@@ -187,6 +208,23 @@ def election_config(args: argparse.Namespace) -> controller.ElectionConfig:
     )
 
 
+def pool_endpoint(args: argparse.Namespace) -> controller.PoolEndpoint | None:
+    """The pool flags, checked; None when off. Raises ``ValueError`` with a message for the user."""
+    if not args.pool_port:
+        return None
+    if not 0 < args.pool_port < 65536:
+        raise ValueError(f"--pool-port must be a TCP port, got {args.pool_port}")
+    url = str(args.pool_url)
+    if not url:
+        host = os.environ.get("DIRECTSTREAM_POD_IP") or args.pool_host
+        if host in ("0.0.0.0", "::"):
+            raise ValueError("--pool-url is needed: executors cannot reach a wildcard --pool-host")
+        url = f"http://{host}:{args.pool_port}"
+    if not url.startswith("http://"):
+        raise ValueError(f"--pool-url must be an http:// URL, got {url!r}")
+    return controller.PoolEndpoint(args.pool_host, args.pool_port, url)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     namespaces = args.namespace or (
@@ -197,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         election = election_config(args)
+        pool = pool_endpoint(args)
     except ValueError as exc:
         print(f"directstream-operator: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -207,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     image = executor_image(args)
     log.info("executor image for streams without spec.executors.image: %s", image)
     memo = kopf.Memo(executor_image=image, election=election, allow_kafka_oidc=args.allow_kafka_oidc)
+    if pool is not None:
+        memo.pool_endpoint = pool  # served from kopf's startup (controller.configure), on its loop
     if args.metrics_port:
         metrics = OperatorMetrics()
         if serve(metrics, args.metrics_port, args.metrics_host):

@@ -20,7 +20,7 @@ Nothing here does I/O; the loop, the driver and the pure core under test are the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 
 from directstream.executor.contract import ExecutorResult, KafkaClientSettings, WorkUnit
@@ -358,6 +358,7 @@ class FakeExecutorProcesses:
         self.started: list[str] = []
         self.stopped: list[str] = []
         self.hang: set[int] = set()  # unit indexes the executors sit on without answering
+        self.closed = False
         self._on_exit: Callable[[str, str], None] = lambda executor_id, how: None
 
     def watch(self, on_exit: Callable[[str, str], None]) -> None:
@@ -366,7 +367,13 @@ class FakeExecutorProcesses:
     def alive(self) -> set[str]:
         return set(self.executors)
 
-    async def start(self, executor_id: str, url: str, token: str, stream: str) -> None:
+    def layout(self, attempt: AttemptRun) -> Hashable:
+        return attempt.executors
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def start(self, executor_id: str, url: str, token: str, stream: str, attempt: AttemptRun) -> None:
         assert token == self.transport.token, "executors get the transport's token"
         self.started.append(executor_id)
         task = asyncio.get_running_loop().create_task(self._serve(executor_id))

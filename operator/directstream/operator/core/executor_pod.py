@@ -206,8 +206,9 @@ def _root_problem(spec: StreamSpec) -> str | None:
     return None
 
 
-def cluster_spec_problems(spec: StreamSpec) -> list[FieldProblem]:
-    """What makes a valid spec unfit to run on a cluster (local mode does not need these)."""
+def cluster_spec_problems(spec: StreamSpec, pool_endpoint: bool = False) -> list[FieldProblem]:
+    """What makes a valid spec unfit to run on a cluster (local mode does not need these).
+    ``pool_endpoint``: the operator serves warm executors (``--pool-port``)."""
     problems = []
     output = _output_problem(spec)
     if output is not None:
@@ -217,20 +218,24 @@ def cluster_spec_problems(spec: StreamSpec) -> list[FieldProblem]:
     if root is not None:
         where = "containerSecurityContext" if "runAsUser" in spec.executors.container_security_context else ""
         problems.append(FieldProblem(f"spec.executors.{where or 'securityContext'}.runAsUser", root))
-    if spec.executors.mode == "pool":
+    if spec.executors.mode == "pool" and not pool_endpoint:
         problems.append(
             FieldProblem(
                 "spec.executors.mode",
-                "pool mode runs only in local mode (directstream run) in this version; use job on a cluster",
+                "pool mode on a cluster needs the operator's pool endpoint, which this operator does not "
+                "serve (directstream-operator --pool-port PORT; the chart: pool.enabled); use job, or "
+                "local mode (directstream run)",
             )
         )
     return problems
 
 
-def parse_cluster_spec(name: str, spec: Mapping[str, Any], namespace: str = "default") -> StreamSpec:
+def parse_cluster_spec(
+    name: str, spec: Mapping[str, Any], namespace: str = "default", pool_endpoint: bool = False
+) -> StreamSpec:
     """``parse_spec`` plus ``cluster_spec_problems``: what the operator runs; raises ``SpecError``."""
     stream = parse_spec(name, spec, namespace)
-    problems = cluster_spec_problems(stream)
+    problems = cluster_spec_problems(stream, pool_endpoint)
     if problems:
         raise SpecError(problems)
     return stream

@@ -6,9 +6,10 @@ what its write-ahead record pinned, so a batch planned in ``job`` mode replays i
 
 The pool keeps the executor count the driver asks for (``resize``, lag-driven: ``core/scaling.py``;
 ``executors.max`` until it asks) for the pinned executor settings and replaces all of them when an
-attempt pins different settings, and one that died (its unit is leased again, in the same attempt).
-A lease that runs out (a hung executor) gets its executor stopped and replaced. Shrinking drains:
-an executor chosen to go gets no new lease, and only executors that hold none are stopped.
+attempt pins a different layout (``ExecutorProcessesPort.layout``), and one that died (its unit is
+leased again, in the same attempt). A lease that runs out (a hung executor) gets its executor
+stopped and replaced. Shrinking drains: an executor chosen to go gets no new lease, and only
+executors that hold none are stopped. A ``job`` attempt retires the pool (a spec changed back to ``job``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from directstream.executor.contract import ExecutorResult
 
@@ -56,6 +57,9 @@ class PoolLauncher:
         self._token = secrets.token_urlsafe(32)
         self._url = ""
         self._settings: ExecutorsSpec | None = None
+        self._layout: Hashable | None = None
+        self._template: AttemptRun | None = None  # the attempt whose layout the executors are built for
+        self._swept = False  # what an earlier driver run's pool left was released (a cluster's pods)
         self._generation = 0
         self._serial = 0
         self._changed = asyncio.Event()
@@ -70,10 +74,11 @@ class PoolLauncher:
     # -- LauncherPort --------------------------------------------------------------------------------
     async def run(self, attempt: AttemptRun) -> list[ExecutorResult]:
         if attempt.executors.mode != "pool":
+            await self._retire()
             return await self._job.run(attempt)
         if not attempt.units:
             return []
-        await self._ensure_pool(attempt.executors)
+        await self._ensure_pool(attempt)
         self._book.offer(attempt.units)
         self._crashes = 0
         self._notify()
@@ -100,9 +105,8 @@ class PoolLauncher:
 
     async def close(self) -> None:
         """Stop every executor and the transport (the driver's run ended)."""
-        self._settings = None
-        await self._stop_all()
-        await self._transport.close()
+        await self._retire()
+        await self._transport.close()  # also when no pool attempt ever ran
 
     # -- ExecutorScalePort --------------------------------------------------------------------------
     def executors(self) -> int:
@@ -141,15 +145,17 @@ class PoolLauncher:
         self._notify()
 
     # -- the executors -------------------------------------------------------------------------------
-    async def _ensure_pool(self, settings: ExecutorsSpec) -> None:
+    async def _ensure_pool(self, attempt: AttemptRun) -> None:
         if not self._url:
             self._url = await self._transport.start(self, self._token)
-        if settings != self._settings:
+        layout = self._processes.layout(attempt)
+        if self._settings is None or layout != self._layout:
             if self._settings is not None:
                 log.info("the pinned executor settings changed: replacing the pool")
             await self._stop_all()
-            self._settings = settings
+            self._layout, self._template = layout, attempt
             self._generation += 1
+        self._settings = attempt.executors
         await self._fit()
 
     def _wanted(self) -> int:
@@ -177,15 +183,26 @@ class PoolLauncher:
             self._draining.difference_update(idle)
         self._notify()
 
+    async def _retire(self) -> None:
+        """Stop every executor and the transport (the run ended, or the stream went back to ``job``)."""
+        if self._settings is None and not self._url and self._swept:
+            return
+        self._swept = True
+        self._settings, self._layout, self._template = None, None, None
+        await self._stop_all()
+        await self._processes.close()
+        await self._transport.close()
+        self._url = ""
+
     async def _stop_all(self) -> None:
         await asyncio.gather(*(self._processes.stop(e) for e in sorted(self._processes.alive())))
 
     async def _start_one(self) -> None:
-        if self._settings is None:
+        if self._settings is None or self._template is None:
             return
         self._serial += 1
         executor_id = f"{self._generation}-{self._serial}"
-        await self._processes.start(executor_id, self._url, self._token, self._stream)
+        await self._processes.start(executor_id, self._url, self._token, self._stream, self._template)
 
     def _on_exit(self, executor_id: str, how: str) -> None:
         why = f"executor {executor_id} {how}"

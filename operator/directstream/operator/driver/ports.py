@@ -3,7 +3,7 @@ the driver knows neither files nor Kubernetes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from directstream.executor.contract import ExecutorResult
@@ -97,13 +97,21 @@ class ExecutorProcessesPort(Protocol):
     def watch(self, on_exit: Callable[[str, str], None]) -> None:
         """Call ``on_exit(executor_id, how it died)`` when an executor ends without ``stop``."""
 
-    async def start(self, executor_id: str, url: str, token: str, stream: str) -> None: ...
+    def layout(self, attempt: AttemptRun) -> Hashable:
+        """What of ``attempt`` its executors are built from (local mode: the pinned executor
+        settings; a cluster also the pods' Secret references): the pool is replaced when it changes."""
+
+    async def start(self, executor_id: str, url: str, token: str, stream: str, attempt: AttemptRun) -> None:
+        """Start one executor built for ``attempt``'s layout (it serves any attempt of that layout)."""
 
     async def stop(self, executor_id: str) -> None:
         """End the executor (SIGTERM, then SIGKILL) and wait for it; ``on_exit`` is not called.
         The pool stops an executor that holds a lease only when that lease ran out or was revoked."""
 
     def alive(self) -> set[str]: ...
+
+    async def close(self) -> None:
+        """Every executor is stopped: release what the pool keeps besides them (a cluster: a Secret)."""
 
 
 class Observer(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from directstream.executor.contract import ConfigurationError, PostgresConnection
@@ -20,7 +20,9 @@ from directstream.executor.contract.redact import remember, scrub
 from ..adapters.kafka import KafkaOffsets, KafkaOffsetsPort
 from ..adapters.kube.api import AsyncKubeApi, KubeError
 from ..adapters.kube.jobs import JobLauncher
+from ..adapters.kube.pool_pods import KubeExecutorPods
 from ..adapters.kube.status_store import StatusStore
+from ..adapters.pool_http import PoolHub
 from ..adapters.postgres import AsyncOffsetStore, PostgresOffsetStore
 from ..core import events as ev
 from ..core.errors import NotLeading
@@ -33,6 +35,8 @@ from ..core.work import executor_kafka_settings
 from ..driver import DEFAULT_SETTINGS, Driver, DriverSettings, RunMode, run_stream
 from ..driver.outcomes import Decision, Halt
 from ..driver.policies import wait_policy
+from ..driver.pool import PoolLauncher
+from ..driver.ports import LauncherPort
 from .waits import wait_for_any
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ MetricsHook = Callable[
     [ev.Event, str, Mapping[TopicPartition, int], Mapping[TopicPartition, int] | None], None
 ]
 STOP_CHECK_S = 1.0  # kopf's stop flag is polled this often while waiting
+POOL_CLOSE_TIMEOUT_S = 60.0  # a pool's pods deleted when the stream's driving ends
 
 
 def no_metrics(event: ev.Event, phase: str, committed: Mapping[TopicPartition, int], latest: object) -> None:
@@ -66,6 +71,8 @@ class StreamContext:
     start_metrics: Callable[[], MetricsHook] = lambda: no_metrics
     stop_metrics: Callable[[], None] = lambda: None
     allow_kafka_oidc: bool = False  # --allow-kafka-oidc
+    pool: PoolHub | None = None  # --pool-port: warm executors (executors.mode: pool) are served
+    pool_wake: asyncio.Event = field(default_factory=asyncio.Event)  # set by the stream's pod events
 
 
 async def run_cluster_stream(
@@ -78,7 +85,10 @@ async def run_cluster_stream(
     host = ClusterHost(kube, ctx, settings)
     if announce is not None:
         host.observe(announce)
-    await run_stream(host, RunMode.FOREVER, settings)
+    try:
+        await run_stream(host, RunMode.FOREVER, settings)
+    finally:
+        await host.close()
 
 
 class LeaderOnlyOffsets:
@@ -139,6 +149,7 @@ class ClusterHost:
         self._driver: Driver | None = None
         self._driver_key: tuple[Any, ...] | None = None
         self._secret: tuple[str | None, list[str]] = (None, [])
+        self._launcher_kept: LauncherPort | None = None
 
     # -- events -----------------------------------------------------------------------------
 
@@ -177,7 +188,12 @@ class ClusterHost:
     async def read_spec(self) -> StreamSpec:
         self.store.generation = self._generation()
         # With the cluster's own checks (a jsonl directory on a volume): refused before any batch runs.
-        spec = parse_cluster_spec(self._ctx.name, dict(self._ctx.body.get("spec") or {}), self._ctx.namespace)
+        spec = parse_cluster_spec(
+            self._ctx.name,
+            dict(self._ctx.body.get("spec") or {}),
+            self._ctx.namespace,
+            pool_endpoint=self._ctx.pool is not None,
+        )
         check_oidc(spec, self._ctx.allow_kafka_oidc)
         self._spec = spec
         return spec
@@ -213,16 +229,20 @@ class ClusterHost:
         self._driver.spec = spec
         return self._driver
 
-    def _launcher(self, spec: StreamSpec) -> JobLauncher:
-        return JobLauncher(
+    def _launcher(self, spec: StreamSpec) -> LauncherPort:
+        """One launcher for the whole run (kept across driver rebuilds: a pool outlives them)."""
+        if self._launcher_kept is not None:
+            return self._launcher_kept
+        owner = {
+            "apiVersion": "directstream.io/v1alpha1",
+            "kind": "DirectStream",
+            "name": self._ctx.name,
+            "uid": self._ctx.uid,
+        }
+        job = JobLauncher(
             self._kube,
             namespace=self._ctx.namespace,
-            owner={
-                "apiVersion": "directstream.io/v1alpha1",
-                "kind": "DirectStream",
-                "name": self._ctx.name,
-                "uid": self._ctx.uid,
-            },
+            owner=owner,
             image=self._ctx.executor_image,
             spec=lambda: self._spec or spec,
             secret=lambda: self._secret,
@@ -230,6 +250,38 @@ class ClusterHost:
             on_job=self._on_job,
             poll_s=self._settings.job_poll_s,
         )
+        self._launcher_kept = job
+        if self._ctx.pool is not None:
+            pods = KubeExecutorPods(
+                self._kube,
+                namespace=self._ctx.namespace,
+                stream=self._ctx.name,
+                owner=owner,
+                image=self._ctx.executor_image,
+                spec=lambda: self._spec or spec,
+                secret=lambda: self._secret,
+                wake=self._ctx.pool_wake,
+            )
+            route = self._ctx.pool.route(self._ctx.namespace, self._ctx.name)
+            self._launcher_kept = PoolLauncher(self._ctx.name, job, route, pods)
+        return self._launcher_kept
+
+    async def close(self) -> None:
+        """The run ended (stream deleted, operator stopping, leadership lost): stop the pool's pods."""
+        close = getattr(self._launcher_kept, "close", None)
+        if close is None:
+            return
+        if not self._ctx.leading():
+            # A deposed leader leaves the pods to the new one, which removes them first; it only
+            # stops serving the stream.
+            if self._ctx.pool is not None:
+                await self._ctx.pool.route(self._ctx.namespace, self._ctx.name).close()
+            return
+        try:
+            await asyncio.wait_for(close(), POOL_CLOSE_TIMEOUT_S)
+        except (KubeError, TimeoutError) as exc:
+            # The next run deletes what is left before it starts executors of its own.
+            log.warning("%s/%s: the pool was not stopped: %s", self._ctx.namespace, self._ctx.name, exc)
 
     async def _offsets_dsn(self, spec: StreamSpec) -> str:
         """The database the executors write to, as the operator can reach it: ``options.dsn``, or

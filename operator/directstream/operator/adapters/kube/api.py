@@ -171,6 +171,50 @@ class KubeApi:
             raise describe_refusal(exc, f"reading Secret {namespace}/{name} (spec.kafka.configFrom)") from exc
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        try:
+            pods = self._core.list_namespaced_pod(namespace, label_selector=selector)
+        except ApiException as exc:
+            raise describe_refusal(exc, f"listing pods {selector} in {namespace}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise unanswered(exc, f"listing pods {selector} in {namespace}") from exc
+        return [self._plain(p) for p in pods.items]
+
+    def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self._plain(self._core.create_namespaced_pod(namespace, dict(pod)))
+        except ApiException as exc:
+            raise describe_refusal(exc, f"creating pod {namespace}/{pod['metadata']['name']}") from exc
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Graceful: the executor gets SIGTERM and aborts its open ranges."""
+        try:
+            self._core.delete_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise describe_refusal(exc, f"deleting pod {namespace}/{name}") from exc
+
+    def put_secret(self, namespace: str, secret: Mapping[str, Any]) -> None:
+        """Create the Secret, or replace the one of that name (the operator's own)."""
+        name = secret["metadata"]["name"]
+        try:
+            self._core.create_namespaced_secret(namespace, dict(secret))
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise describe_refusal(exc, f"creating Secret {namespace}/{name}") from exc
+        try:
+            self._core.replace_namespaced_secret(name, namespace, dict(secret))
+        except ApiException as exc:
+            raise describe_refusal(exc, f"replacing Secret {namespace}/{name}") from exc
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            self._core.delete_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise describe_refusal(exc, f"deleting Secret {namespace}/{name}") from exc
+
     def _plain(self, obj: Any) -> dict[str, Any]:
         """The API's own camelCase JSON, which the pure builders and parsers read."""
         plain: dict[str, Any] = self._api.sanitize_for_serialization(obj)
@@ -217,3 +261,18 @@ class AsyncKubeApi:
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         return await asyncio.to_thread(self.sync.secret_data, namespace, name)
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.list_pods, namespace, selector)
+
+    async def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.create_pod, namespace, pod)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        await asyncio.to_thread(self.sync.delete_pod, namespace, name)
+
+    async def put_secret(self, namespace: str, secret: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(self.sync.put_secret, namespace, secret)
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        await asyncio.to_thread(self.sync.delete_secret, namespace, name)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 from directstream.executor.contract.pool import ENV_POOL_TOKEN
 
+from ...core.pinning import AttemptRun
 from .launcher import _die_with_parent, _exit_description, _tail
 
 STOP_GRACE_S = 5.0
@@ -38,7 +39,13 @@ class LocalExecutorProcesses:
     def pids(self) -> dict[str, int]:
         return {executor_id: p.pid for executor_id, p in self._processes.items()}
 
-    async def start(self, executor_id: str, url: str, token: str, stream: str) -> None:
+    def layout(self, attempt: AttemptRun) -> Hashable:
+        return attempt.executors  # the processes inherit the rest (environment, files)
+
+    async def close(self) -> None:
+        """Nothing beyond the processes."""
+
+    async def start(self, executor_id: str, url: str, token: str, stream: str, attempt: AttemptRun) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.work_dir / f"executor-{executor_id}.log"
         with log_path.open("ab") as log:
