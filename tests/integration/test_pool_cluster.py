@@ -46,6 +46,7 @@ def pool_spec(topic: str, **executors: Any) -> dict[str, Any]:
         "rate": {"maxPerPartition": 250},  # 50 per partition per batch: many batches to kill into
         "executors": {
             "mode": "pool",
+            "min": 2,  # a fixed pool: these tests count its pods (scaling has its own test)
             "max": 2,
             "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
             "volumeMounts": [{"name": "out", "mountPath": "/data"}],
