@@ -7,8 +7,9 @@ ConfigMap owned by it (one of that name owned by another Job or with another dig
 and only then is the Job resumed, an adopted Job still suspended too. Results come from the
 termination messages of the pods that Job made (a pod that only claims to be one is ignored,
 with a warning), and a succeeded Job stays until the batch's commit is durable; then it is
-deleted with every other succeeded Job of a committed batch a crash or a refused deletion left. The launcher waits on a wake-up that Job events set, with a slow poll as a
-safety net; pods stuck Pending past ``executors.pendingTimeout`` fail the attempt.
+deleted with every other succeeded Job of a committed batch a crash or a refused deletion left.
+The launcher waits on a wake-up that Job events set, with a slow poll as a safety net; pods
+stuck Pending past ``executors.pendingTimeout`` fail the attempt.
 """
 
 from __future__ import annotations
