@@ -124,7 +124,7 @@ def test_a_kill_after_the_commit_before_the_job_is_deleted_leaves_nothing_behind
     policy = hold_job_deletions(kube, namespace)
     try:
         kube.kubectl("apply", "-f", "-", input=stream_manifest("killed", namespace, kafka.bootstrap, spec))
-        wait_committed(kube, namespace, "killed", first, timeout=120)
+        wait_committed(kube, namespace, "killed", first, timeout=240)
         wait_until(
             "the operator to be refused the Job's deletion",
             lambda: "the test holds this namespace's Jobs" in operator.log(),
