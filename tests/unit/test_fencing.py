@@ -4,8 +4,11 @@ results count (pure parts, and the driver loop over fakes)."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from directstream.executor.contract import ExecutorResult, OffsetRange
 from directstream.operator.core import events as ev
@@ -70,11 +73,46 @@ def job_doc(digest: str, units: int = 1, owner: str = "stream-uid") -> dict[str,
             "annotations": {ANNOTATION_DIGEST: digest, ANNOTATION_UNITS: str(units)},
             "ownerReferences": [{"kind": "DirectStream", "uid": owner, "controller": True}],
         },
+        "spec": {"template": {"spec": copy.deepcopy(EXECUTOR_POD)}},
         "status": {},
     }
 
 
-def finished_pod(result: ExecutorResult, references: list[dict[str, Any]]) -> dict[str, Any]:
+# The Job template's pod spec, as the API server stores it; the Job controller copies it into
+# each pod and adds JOB_COMPLETION_INDEX.
+EXECUTOR_POD: dict[str, Any] = {
+    "containers": [
+        {
+            "name": "executor",
+            "image": "directstream/executor:1",
+            "command": ["directstream-executor"],
+            "env": [{"name": "DIRECTSTREAM_SINK", "value": "jsonl"}],
+            "volumeMounts": [
+                {
+                    "name": "directstream-work-units",
+                    "mountPath": "/var/run/directstream/units",
+                    "readOnly": True,
+                },
+                {"name": "out", "mountPath": "/data"},
+            ],
+        }
+    ],
+    "volumes": [
+        {"name": "directstream-work-units", "configMap": {"name": "clicks-b4-a1-units", "defaultMode": 420}},
+        {"name": "out", "persistentVolumeClaim": {"claimName": "out"}},
+    ],
+}
+
+
+def pod_spec_made_by_the_job() -> dict[str, Any]:
+    spec = copy.deepcopy(EXECUTOR_POD)
+    spec["containers"][0]["env"].append({"name": "JOB_COMPLETION_INDEX", "value": "0"})
+    return spec
+
+
+def finished_pod(
+    result: ExecutorResult, references: list[dict[str, Any]], pod_spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "metadata": {
             "name": f"clicks-b4-a1-{result.index}-x",
@@ -82,6 +120,7 @@ def finished_pod(result: ExecutorResult, references: list[dict[str, Any]]) -> di
             "annotations": {"batch.kubernetes.io/job-completion-index": str(result.index)},
             "ownerReferences": references,
         },
+        "spec": pod_spec if pod_spec is not None else pod_spec_made_by_the_job(),
         "status": {
             "phase": "Succeeded",
             "containerStatuses": [
@@ -104,6 +143,60 @@ def test_a_forged_pod_without_the_job_as_controller_is_not_a_result() -> None:
         ExecutorResult(4, 1, 0, ok=True, digest="d1"), [{"kind": "Job", "uid": "job-uid", "controller": True}]
     )
     assert read_job_progress(job_doc("d1"), [real], 1).ok
+
+
+JOB_CONTROLS = [{"kind": "Job", "uid": "job-uid", "controller": True, "blockOwnerDeletion": True}]
+
+
+def forged_spec(change: Any) -> dict[str, Any]:
+    spec = pod_spec_made_by_the_job()
+    change(spec, spec["containers"][0])
+    return spec
+
+
+FORGERIES = {
+    "another image": lambda _, c: c.update(image="attacker/echo:1"),
+    "another command": lambda _, c: c.update(command=["python3", "-c", "print('ok')"]),
+    "arguments": lambda _, c: c.update(args=["--units", "/tmp/mine.json"]),
+    "a changed variable": lambda _, c: c["env"].__setitem__(
+        0, {"name": "DIRECTSTREAM_SINK", "value": "count"}
+    ),
+    "other units": lambda s, _: s["volumes"][0]["configMap"].update(name="mine"),
+    "units mounted over": lambda s, c: (
+        s["volumes"].append({"name": "mine", "configMap": {"name": "mine"}}),
+        c["volumeMounts"].append({"name": "mine", "mountPath": "/var/run/directstream/units/units.json"}),
+    ),
+    "the sink's volume hidden": lambda s, c: (
+        s["volumes"].append({"name": "scratch", "emptyDir": {}}),
+        c["volumeMounts"].append({"name": "scratch", "mountPath": "/data/out"}),
+    ),
+    "no executor": lambda s, c: c.update(name="sidecar"),
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+def test_a_pod_claiming_the_job_as_controller_counts_only_if_it_runs_the_jobs_executor(forgery: str) -> None:
+    forged = finished_pod(
+        ExecutorResult(4, 1, 0, ok=True, records=5, digest="d1"),
+        JOB_CONTROLS,
+        forged_spec(FORGERIES[forgery]),
+    )
+    progress = read_job_progress(job_doc("d1"), [forged], 1)
+    assert not progress.finished and progress.pending == 1
+    assert len(progress.ignored) == 1 and forged["metadata"]["name"] in progress.ignored[0]
+
+
+def test_what_admission_adds_to_the_jobs_pods_does_not_make_them_forgeries() -> None:
+    def webhooks(spec: dict[str, Any], container: dict[str, Any]) -> None:
+        spec["hostNetwork"] = True
+        spec["volumes"].append({"name": "aws-token", "projected": {"sources": []}})
+        container["env"].append({"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::1:role/x"})
+        container["volumeMounts"].append({"name": "aws-token", "mountPath": "/var/run/secrets/aws"})
+        container["resources"] = {"limits": {"cpu": "1"}}
+
+    real = finished_pod(ExecutorResult(4, 1, 0, ok=True, digest="d1"), JOB_CONTROLS, forged_spec(webhooks))
+    progress = read_job_progress(job_doc("d1"), [real], 1)
+    assert progress.ok and progress.ignored == ()
 
 
 def test_a_result_of_another_pinned_attempt_fails_the_attempt() -> None:

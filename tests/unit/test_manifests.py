@@ -393,6 +393,12 @@ def iso(seconds: float) -> str:
     return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# What the Job controller copies from the template into each pod (it adds JOB_COMPLETION_INDEX).
+POD_SPEC: dict[str, Any] = {
+    "containers": [{"name": "executor", "image": "executor:1", "command": ["directstream-executor"]}]
+}
+
+
 def job_doc(*conditions: dict[str, str]) -> dict[str, Any]:
     return {
         "metadata": {
@@ -401,6 +407,7 @@ def job_doc(*conditions: dict[str, str]) -> dict[str, Any]:
             "creationTimestamp": iso(0),
             "labels": job_labels("clicks", 7, 2),
         },
+        "spec": {"template": {"spec": POD_SPEC}},
         "status": {"conditions": list(conditions)},
     }
 
@@ -421,6 +428,7 @@ def pod_doc(
             "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
             "ownerReferences": [{"kind": "Job", "uid": owner, "controller": True}],
         },
+        "spec": POD_SPEC,
         "status": {
             "phase": phase,
             "containerStatuses": [{"name": "executor", "state": state or {}}],

@@ -29,6 +29,7 @@ from .manifests import (
     LABEL_BATCH,
 )
 from .pinning import AttemptRun
+from .pod_identity import why_not_from_job
 
 __all__ = ["JobProgress", "foreign_job", "parse_executor_results", "read_job_progress"]
 
@@ -68,6 +69,7 @@ class JobProgress:
     pending: int  # pods not running yet (or not created yet)
     pending_since: datetime | None  # creation of the oldest pending pod (the Job for a missing pod)
     message: str
+    ignored: tuple[str, ...] = ()  # pods that claim an index but are not the Job's, and why
 
     @property
     def ok(self) -> bool:
@@ -107,17 +109,13 @@ def _pod_index(pod: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _owned_by(pod: Mapping[str, Any], job_uid: object) -> bool:
-    """Whether the Job is the pod's controller. Pods are found by label, and anyone who may
-    create a pod in the namespace may set a label: only the Job controller's pods count."""
-    references = (pod.get("metadata") or {}).get("ownerReferences") or []
-    return bool(job_uid) and any(ref.get("controller") and ref.get("uid") == job_uid for ref in references)
-
-
-def _latest_pods(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], expected: int) -> dict[int, Any]:
-    """The newest pod of each index: a replaced pod's successor is what counts."""
-    job_uid = (job.get("metadata") or {}).get("uid")
+def _latest_pods(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], expected: int
+) -> tuple[dict[int, Any], tuple[str, ...]]:
+    """The newest pod of each index the Job made (a replaced pod's successor is what counts),
+    and why each other pod that claims an index of the Job was ignored."""
     latest: dict[int, Mapping[str, Any]] = {}
+    ignored: list[str] = []
 
     def age_key(pod: Mapping[str, Any]) -> tuple[datetime, str]:
         metadata = pod.get("metadata") or {}
@@ -126,11 +124,16 @@ def _latest_pods(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], expe
 
     for pod in pods:
         index = _pod_index(pod)
-        if index is None or not 0 <= index < expected or not _owned_by(pod, job_uid):
+        if index is None or not 0 <= index < expected:
+            continue
+        why_not = why_not_from_job(pod, job)
+        if why_not is not None:
+            name = (pod.get("metadata") or {}).get("name", "?")
+            ignored.append(f"pod {name} (index {index}): {why_not}")
             continue
         if index not in latest or age_key(pod) > age_key(latest[index]):
             latest[index] = pod
-    return latest
+    return latest, tuple(ignored)
 
 
 def _executor_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -290,7 +293,7 @@ def read_job_progress(
     """
     batch_id, attempt = _int_label(job, LABEL_BATCH), _int_label(job, LABEL_ATTEMPT)
     job_created = parse_time((job.get("metadata") or {}).get("creationTimestamp"))
-    latest = _latest_pods(job, pods, expected)
+    latest, ignored = _latest_pods(job, pods, expected)
     digest = str(((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_DIGEST, ""))
     states = [
         _same_digest(
@@ -330,6 +333,7 @@ def read_job_progress(
             counts["pending"],
             pending_since,
             "; ".join([message, *waiting[:3]]),
+            ignored,
         )
 
     results: list[ExecutorResult] = []
@@ -376,6 +380,7 @@ def read_job_progress(
         counts["pending"],
         pending_since,
         message,
+        ignored,
     )
 
 

@@ -122,6 +122,9 @@ class Driver:
                 )
             )
             await self._offsets.commit(self.spec.group_id, stored)
+        if state.ledger:
+            # A stop between the last commit and its release left that batch's Jobs (files).
+            await self._launcher.release(state.ledger[-1].batch_id)
         return state
 
     async def watermarks_now(self) -> dict[TopicPartition, Watermarks]:

@@ -118,6 +118,13 @@ class KubeApi:
                     return existing
             raise describe_refusal(exc, f"creating Job {namespace}/{job['metadata']['name']}") from exc
 
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        try:
+            jobs = self._batch.list_namespaced_job(namespace, label_selector=label_selector)
+        except ApiException as exc:
+            raise describe_refusal(exc, f"listing the Jobs {label_selector} in {namespace}") from exc
+        return [self._plain(j) for j in jobs.items]
+
     def delete_job(self, namespace: str, name: str) -> None:
         try:
             # Foreground: the Job is gone only once its pods are, so no executor outlives it.
@@ -240,6 +247,9 @@ class AsyncKubeApi:
 
     async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
         return await asyncio.to_thread(self.sync.create_job, namespace, job)
+
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.list_jobs, namespace, label_selector)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         await asyncio.to_thread(self.sync.delete_job, namespace, name)

@@ -5,9 +5,11 @@ running attempt's Job is found and adopted instead of launched twice — only wh
 attempt (stream uid, digest, units). The Job is created suspended; the attempt's units go into a
 ConfigMap owned by it (one of that name owned by another Job or with another digest is replaced),
 and only then is the Job resumed, an adopted Job still suspended too. Results come from the
-termination messages of the pods that Job controls, and a succeeded Job stays until the batch's
-commit is durable. The launcher waits on a wake-up that Job events set, with a slow poll as a
-safety net; pods stuck Pending past ``executors.pendingTimeout`` fail the attempt.
+termination messages of the pods that Job made (a pod that only claims to be one is ignored,
+with a warning), and a succeeded Job stays until the batch's commit is durable; then it is
+deleted with every other succeeded Job of a committed batch a crash or a refused deletion left.
+The launcher waits on a wake-up that Job events set, with a slow poll as a safety net; pods
+stuck Pending past ``executors.pendingTimeout`` fail the attempt.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from typing import Any
 from directstream.executor.contract import ExecutorResult
 
 from ...core.job_results import foreign_job, read_job_progress
-from ...core.manifests import ANNOTATION_DIGEST, build_executor_job, build_work_units_configmap
+from ...core.manifests import (
+    ANNOTATION_DIGEST,
+    LABEL_BATCH,
+    build_executor_job,
+    build_work_units_configmap,
+    stream_selector,
+)
 from ...core.pinning import AttemptRun
 from ...core.spec import StreamSpec
 from .api import AsyncKubeApi, KubeError
@@ -92,8 +100,14 @@ class JobLauncher:
         return results
 
     async def release(self, batch_id: int) -> None:
-        name = self._succeeded.pop(batch_id, None)
-        if name is not None:
+        """Delete the batch's succeeded Job, and those of earlier committed batches still there:
+        an operator killed between a commit and the deletion, or a deletion refused, left them
+        (their units ConfigMaps go with them). Failed Jobs stay for their logs until their TTL."""
+        names = {self._succeeded.pop(batch_id, None)}
+        for job in await self._kube.list_jobs(self._namespace, stream_selector(str(self._owner["name"]))):
+            if _committed_and_succeeded(job, str(self._owner["uid"]), batch_id):
+                names.add(str(job["metadata"]["name"]))
+        for name in sorted(n for n in names if n is not None):
             await self._kube.delete_job(self._namespace, name)
 
     async def _provide_units(self, job: Mapping[str, Any], attempt: AttemptRun) -> None:
@@ -147,6 +161,7 @@ class JobLauncher:
         self, name: str, expected: int, pending_timeout: float
     ) -> tuple[list[ExecutorResult], bool]:
         """The attempt's results, and whether the Job itself finished (not given up on)."""
+        warned: set[str] = set()  # pods that claim to be the Job's, once each
         while True:
             self._wake.clear()
             job = await self._kube.get_job(self._namespace, name)
@@ -157,6 +172,10 @@ class JobLauncher:
             progress = read_job_progress(
                 job, pods, expected, now=datetime.now(UTC), pending_timeout_seconds=pending_timeout
             )
+            for ignored in progress.ignored:
+                if ignored not in warned:
+                    warned.add(ignored)
+                    log.warning("Job %s: ignoring %s; its result does not count", name, ignored)
             if progress.finished:
                 conditions = (job.get("status") or {}).get("conditions") or []
                 done = any(
@@ -165,6 +184,22 @@ class JobLauncher:
                 return list(progress.results), done or progress.pending == 0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+
+
+def _committed_and_succeeded(job: Mapping[str, Any], owner_uid: str, batch_id: int) -> bool:
+    """A Job of this stream for a batch up to ``batch_id`` (committed) that completed."""
+    metadata = job.get("metadata") or {}
+    if metadata.get("deletionTimestamp"):
+        return False  # its deletion is under way
+    if not any(
+        ref.get("controller") and ref.get("uid") == owner_uid for ref in metadata.get("ownerReferences") or []
+    ):
+        return False
+    batch = str((metadata.get("labels") or {}).get(LABEL_BATCH, ""))
+    if not batch.isdigit() or int(batch) > batch_id:
+        return False
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
 
 
 def _units_of(configmap: Mapping[str, Any]) -> tuple[Any, ...]:
