@@ -6,6 +6,7 @@ these pure transitions, so "record the plan, run it, commit it" means the same e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -246,6 +247,11 @@ class StreamState:
             topics={str(k): TopicRecord.from_json(v) for k, v in (doc.get("topics") or {}).items()},
             scale=ScaleState.from_json(doc.get("scale")),
         )
+
+
+def state_size(state: StreamState) -> int:
+    """Bytes of the state as stored (compact JSON): what the size check before a plan counts."""
+    return len(json.dumps(state.to_json(), separators=(",", ":")))
 
 
 def pending_to_json(

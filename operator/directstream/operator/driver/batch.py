@@ -13,7 +13,7 @@ from dataclasses import replace
 from directstream.executor.contract import ExecutorResult, KafkaClientSettings, PermanentError
 
 from ..core import events as ev
-from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable
+from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable, StateTooLarge
 from ..core.pinning import AttemptRun, pin, spec_fingerprint, work_units
 from ..core.planning import (
     BatchPlan,
@@ -26,7 +26,7 @@ from ..core.planning import (
 )
 from ..core.rate import next_rate
 from ..core.spec import ResetSpec, StreamSpec
-from ..core.state import LedgerEntry, StreamState
+from ..core.state import LedgerEntry, StreamState, state_size
 from ..core.status import lag_of
 from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
@@ -224,8 +224,11 @@ class Driver:
                     )
                 )
             announce_recreated(plan, self._observe)
-            state = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
-            state = state.with_plan(plan, self._now(), pin(self.spec, plan, units_for(self.spec, state)))
+            planned = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
+            units = units_for(self.spec, planned)
+            planned = planned.with_plan(plan, self._now(), pin(self.spec, plan, units))
+            self._check_size(planned, plan)
+            state = planned
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             if self._table is not None:
                 await self._table.start(plan, state.committed)
@@ -241,6 +244,20 @@ class Driver:
         started = self._now()
         state, results = await self._run_attempts(state)
         return await self._commit(state, results, started), plan
+
+    def _check_size(self, state: StreamState, plan: BatchPlan) -> None:
+        """Refuse to record a plan the status could not hold (etcd's object limit)."""
+        size, limit = state_size(state), self._settings.max_state_bytes
+        if size > limit:
+            raise StateTooLarge(
+                f"batch {plan.batch_id} not recorded: with its plan over {len(plan.ranges)} partitions the "
+                f"stream's state would be {size:,} bytes, over the {limit:,} bytes that fit "
+                "safely in the DirectStream's status (etcd stores objects up to 1.5 MiB); committed offsets "
+                "unchanged. Read fewer partitions per stream: split topics / topicPattern over several "
+                "DirectStreams",
+                size,
+                limit,
+            )
 
     async def _check_recorded(self, state: StreamState) -> StreamState:
         """The recorded plan against the topics now (retention, deleted or recreated topics)."""
@@ -486,6 +503,10 @@ class Driver:
             message = f"Kubernetes API: {exc}"
             self._observe(ev.KubeApiRefused(message=message))
             return Step(await self._store.load(), "kube-error", message=message)
+        except StateTooLarge as exc:
+            # Nothing was written; the same plan would be refused again until the spec changes.
+            self._observe(ev.StateTooLarge(message=str(exc), size=exc.size, limit=exc.limit))
+            return Step(await self._store.load(), "invalid-spec", message=str(exc))
         except PermanentError as exc:
             # The spec passed the parser but cannot run (e.g. the executor Job cannot be built).
             message = f"cannot run batch {state.next_batch_id}: {exc}"
