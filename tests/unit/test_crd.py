@@ -512,7 +512,9 @@ def test_full_state_has_every_part() -> None:
     } <= set(pending)
     pinned = full_state().pending
     assert pinned is not None and pinned.pinned is not None
-    assert any(not isinstance(e, int) for unit in pinned.pinned.layout for e in unit), "a split range is a piece"
+    assert any(not isinstance(e, int) for unit in pinned.pinned.layout for e in unit), (
+        "a split range is a piece"
+    )
     assert pending["pinned"]["units"] == len(pinned.pinned.layout) and "layout" not in pending["pinned"]
     assert len(status["history"]) == LEDGER_LIMIT and status["rate"]["rate"] is not None
 

@@ -100,7 +100,9 @@ def test_an_adopted_version_1_plan_runs_its_recorded_ranges_then_commits_them() 
             unit.append((whole.topic, whole.partition, start, until))
         expected.append(unit)
     assert any(":" in text for text in old("state_v1_running.json")["pending"]["pinned"]["layout"])
-    assert [[(r.topic, r.partition, r.from_offset, r.until_offset) for r in u.ranges] for u in launch.units] == expected
+    assert [
+        [(r.topic, r.partition, r.from_offset, r.until_offset) for r in u.ranges] for u in launch.units
+    ] == expected
     assert not host.of_type(ev.SpecChangeDeferred), "the same spec: the pinned digest still matches"
     assert host.store.state.committed == {**state.committed, **plan.next_offsets()}
 
