@@ -240,6 +240,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Fenced,
     Suspended,
     InvalidSpec,
+    StateTooLarge,
     StateUnreadable,
     InternalError,
     Note,

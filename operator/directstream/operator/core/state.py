@@ -13,6 +13,7 @@ from typing import Any
 
 from directstream.executor.contract import OffsetRange
 
+from .errors import StateTooLarge
 from .offset_tables import (
     legacy_offsets_from_json,
     partition_sets_from_json,
@@ -252,6 +253,20 @@ class StreamState:
 def state_size(state: StreamState) -> int:
     """Bytes of the state as stored (compact JSON): what the size check before a plan counts."""
     return len(json.dumps(state.to_json(), separators=(",", ":")))
+
+
+def check_state_size(state: StreamState, plan: BatchPlan, limit: int) -> None:
+    """Refuse to record ``plan`` (in ``state``) when the status could not hold it (etcd's object limit)."""
+    size = state_size(state)
+    if size > limit:
+        raise StateTooLarge(
+            f"batch {plan.batch_id} not recorded: with its plan over {len(plan.ranges)} partitions the "
+            f"stream's state would be {size:,} bytes, over the {limit:,} bytes that fit safely in the "
+            "DirectStream's status (etcd stores objects up to 1.5 MiB); committed offsets unchanged. Read "
+            "fewer partitions per stream: split topics / topicPattern over several DirectStreams",
+            size,
+            limit,
+        )
 
 
 def pending_to_json(

@@ -26,7 +26,7 @@ from ..core.planning import (
 )
 from ..core.rate import next_rate
 from ..core.spec import ResetSpec, StreamSpec
-from ..core.state import LedgerEntry, StreamState, state_size
+from ..core.state import LedgerEntry, StreamState, check_state_size
 from ..core.status import lag_of
 from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
@@ -227,7 +227,7 @@ class Driver:
             planned = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
             units = units_for(self.spec, planned)
             planned = planned.with_plan(plan, self._now(), pin(self.spec, plan, units))
-            self._check_size(planned, plan)
+            check_state_size(planned, plan, self._settings.max_state_bytes)
             state = planned
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             if self._table is not None:
@@ -244,20 +244,6 @@ class Driver:
         started = self._now()
         state, results = await self._run_attempts(state)
         return await self._commit(state, results, started), plan
-
-    def _check_size(self, state: StreamState, plan: BatchPlan) -> None:
-        """Refuse to record a plan the status could not hold (etcd's object limit)."""
-        size, limit = state_size(state), self._settings.max_state_bytes
-        if size > limit:
-            raise StateTooLarge(
-                f"batch {plan.batch_id} not recorded: with its plan over {len(plan.ranges)} partitions the "
-                f"stream's state would be {size:,} bytes, over the {limit:,} bytes that fit "
-                "safely in the DirectStream's status (etcd stores objects up to 1.5 MiB); committed offsets "
-                "unchanged. Read fewer partitions per stream: split topics / topicPattern over several "
-                "DirectStreams",
-                size,
-                limit,
-            )
 
     async def _check_recorded(self, state: StreamState) -> StreamState:
         """The recorded plan against the topics now (retention, deleted or recreated topics)."""
