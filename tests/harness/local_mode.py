@@ -19,6 +19,8 @@ import yaml
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from directstream.operator.core.state import StreamState
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "directstream.operator.cli"]
 
@@ -96,8 +98,13 @@ def state_file(state_dir: Path) -> dict[str, Any]:
 
 
 def state_committed(state_dir: Path) -> dict[tuple[str, int], int]:
-    committed = state_file(state_dir)["committed"]
-    return {(t, int(p)): o for t, parts in committed.items() for p, o in parts.items()}
+    return dict(StreamState.from_json(state_file(state_dir)).committed)
+
+
+def pending_until(state_dir: Path) -> dict[tuple[str, int], int]:
+    """Where each range of the recorded plan ends ({} with none recorded)."""
+    pending = StreamState.from_json(state_file(state_dir)).pending
+    return dict(pending.plan.next_offsets()) if pending is not None else {}
 
 
 def run_with_kills(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from directstream.operator.core.status import state_from_status
 from tests.harness.kube_fixtures import Kube, enforce_restricted, poll_until, wait_crd_established
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,14 +210,12 @@ def condition(stream: dict[str, Any], type_: str) -> dict[str, Any]:
 def wait_committed(
     kube: Kube, namespace: str, name: str, want: dict[tuple[str, int], int], timeout: float = 120
 ) -> dict[str, Any]:
-    """Wait until the stream's status.committed equals ``want`` and nothing is pending."""
+    """Wait until the stream's committed offsets equal ``want`` and nothing is pending."""
 
     def check() -> dict[str, Any] | None:
         stream = get_stream(kube, namespace, name)
         status = stream.get("status") or {}
-        committed = {
-            (t, int(p)): o for t, ps in (status.get("committed") or {}).items() for p, o in ps.items()
-        }
+        committed = dict(state_from_status(status).committed)
         return stream if committed == want and not status.get("pending") else None
 
     result: dict[str, Any] = kube.wait_for(f"{namespace}/{name} to commit {want}", check, timeout=timeout)

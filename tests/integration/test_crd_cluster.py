@@ -7,13 +7,18 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from directstream.executor.contract import OffsetRange
+from directstream.operator.core.planning import BatchPlan
 from directstream.operator.core.spec import parse_stream
+from directstream.operator.core.state import StreamState
+from directstream.operator.core.status import state_from_status
 from tests.crd_support import CRD_PATH, MINIMAL, apply_defaults, full_status, root_schema
 from tests.harness.kube_fixtures import Kube, wait_crd_established
 
@@ -337,6 +342,27 @@ def test_status_round_trips_unchanged_and_shows_in_columns(
     for resource in ("dstream", "directstream", "directstreams.directstream.io"):
         names = kube.kubectl("get", resource, "-n", namespace, "-o", "name").stdout
         assert names.split() == ["directstream.directstream.io/clicks"]
+
+
+def test_a_compact_status_at_thousands_of_partitions_and_a_version_1_status_round_trip(
+    kube: Kube, namespace: str, objects: client.CustomObjectsApi
+) -> None:
+    """5k partitions with a plan recorded (tables), and a status as state version 1 wrote it
+    (an upgrade reads it before rewriting it): the API server keeps both whole."""
+    committed = {(f"orders-{t}", p): 9_876_543_210 + 31 * p for t in range(5) for p in range(1000)}
+    ranges = tuple(OffsetRange(t, p, off, off + p % 13) for (t, p), off in sorted(committed.items()))
+    big = StreamState(committed=committed).with_plan(BatchPlan(batch_id=4, ranges=ranges), now=1793491201.5)
+    old = json.loads((Path(__file__).parents[1] / "unit" / "data" / "status_v1_full.json").read_text())
+    create(kube, manifest("clicks", namespace)).check_returncode()
+    for status in (big.to_json(), old):
+        current = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")
+        objects.replace_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, "clicks", {**current, "status": status}
+        )
+        stored = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "clicks")
+        assert stored["status"] == status  # nothing pruned
+        assert state_from_status(stored["status"]) == state_from_status(status)
+    assert state_from_status(old).committed, "the old status's offsets are read"
 
 
 def test_status_is_only_written_through_the_subresource(

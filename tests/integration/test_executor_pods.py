@@ -21,6 +21,7 @@ from directstream.operator.core.executor_pod import (
 )
 from directstream.operator.core.manifests import build_executor_job, build_work_units_configmap
 from directstream.operator.core.spec import parse_stream
+from directstream.operator.core.status import state_from_status
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import EXECUTOR_IMAGE, Kube, enforce_restricted
@@ -274,4 +275,4 @@ def test_a_missing_priority_class_fails_the_attempt_after_the_pending_timeout(
     assert "no pod created yet (check the Job's events)" in str(degraded["message"]), degraded
     # The Job controller could not create the pod; the API server said why.
     assert "no PriorityClass with name no-such-class" in events(kube, namespace, "Job")
-    assert get_stream(kube, namespace, "unranked")["status"]["committed"] == {}
+    assert state_from_status(get_stream(kube, namespace, "unranked")["status"]).committed == {}

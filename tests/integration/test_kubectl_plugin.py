@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from directstream.operator.core.status import state_from_status
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import latest_offsets
@@ -154,9 +155,9 @@ def test_the_plugin_shows_plans_suspends_resumes_and_rewinds_a_running_stream(
     assert "next batch" in out and "100 offsets" in out
     planned = {(r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows(out, "EXECUTOR")}
     assert planned == {(topic_name, p, latest[(t, p)], grown[(t, p)]) for (t, p) in latest}
-    assert get_stream(kube, namespace, "ctl")["status"]["committed"] == {
-        topic_name: {str(p): end for (_, p), end in latest.items()}
-    }, "plan writes nothing"
+    assert state_from_status(get_stream(kube, namespace, "ctl")["status"]).committed == latest, (
+        "plan writes nothing"
+    )
 
     ok(plugin(kube, plugin_bin, "resume", "ctl", *ns, "--wait", "--timeout", "60"))
     wait_committed(kube, namespace, "ctl", grown)
@@ -175,7 +176,7 @@ def test_the_plugin_shows_plans_suspends_resumes_and_rewinds_a_running_stream(
         ),
         timeout=120,
     )
-    assert stream["status"]["committed"] == {topic_name: {str(p): end for (_, p), end in grown.items()}}
+    assert state_from_status(stream["status"]).committed == grown
     assert f"Reset:      applied {reset_id}" in ok(plugin(kube, plugin_bin, "status", "ctl", *ns))
 
     # Clear errors, no tracebacks: bad --to (2), unknown topic (2), not found (1), forbidden (1).

@@ -22,6 +22,7 @@ from tests.harness.local_mode import (
     jsonl_offsets,
     jsonl_ranges,
     latest_offsets,
+    pending_until,
     run_with_kills,
     state_committed,
     state_file,
@@ -159,10 +160,11 @@ def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, t
         time.sleep(0.05)
     recorded = state_file(state)["pending"]
     assert recorded, "the plan must be recorded before executors run"
+    recorded_until = pending_until(state)
     time.sleep(0.3)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    assert state_file(state)["pending"]["until"] == recorded["until"]
+    assert pending_until(state) == recorded_until
 
     result = subprocess.run(
         [*CLI, "run", str(manifest), "--until-caught-up", "--state-dir", str(state)],
@@ -177,7 +179,6 @@ def test_driver_killed_mid_batch_resumes_the_recorded_plan(kafka: KafkaBroker, t
     assert f"batch {recorded['batch']}: resuming the recorded plan" in result.stderr
     ledger = state_file(state)["history"]
     assert ledger[0]["batch"] == recorded["batch"]
-    recorded_until = {(t, int(p)): o for t, ps in recorded["until"].items() for p, o in ps.items()}
     assert state_committed(state) == recorded_until
     assert group_offsets(kafka.bootstrap, "resumed", topic_name) == latest_offsets(
         kafka.bootstrap, topic_name

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import NewPartitions
 
+from directstream.operator.core.status import state_from_status
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import Kube
@@ -266,7 +267,7 @@ def test_suspend_resume_rewind_and_new_partitions(
     wait_until("Suspended", lambda: get_stream(kube, namespace, "ctl")["status"].get("phase") == "Suspended")
     kafka.produce(topic_name, 50)
     time.sleep(3)
-    assert get_stream(kube, namespace, "ctl")["status"]["committed"] == {topic_name: {"0": 100}}
+    assert state_from_status(get_stream(kube, namespace, "ctl")["status"]).committed == {(topic_name, 0): 100}
 
     patch_spec(kube, namespace, "ctl", '{"suspend": false}')
     wait_committed(kube, namespace, "ctl", {(topic_name, 0): 150})
@@ -282,7 +283,7 @@ def test_suspend_resume_rewind_and_new_partitions(
         ),
         timeout=90,
     )
-    assert stream["status"]["committed"] == {topic_name: {"0": 150}}
+    assert state_from_status(stream["status"]).committed == {(topic_name, 0): 150}
     events = kube.kubectl("get", "events", "-n", namespace).stdout
     assert "Rewound" in events
     assert group_offsets(kafka.bootstrap, "ctl", topic_name) == {(topic_name, 0): 150}
@@ -381,7 +382,9 @@ def test_pods_stuck_pending_fail_the_attempt_with_a_clear_condition(
     assert "Pending" in str(cond["message"]), cond
     stream = get_stream(kube, namespace, "stuck")
     assert stream["status"]["phase"] == "Failed"
-    assert stream["status"]["committed"] == {}, "nothing is committed for a batch that never ran"
+    assert state_from_status(stream["status"]).committed == {}, (
+        "nothing is committed for a batch that never ran"
+    )
     wait_until("the stuck Job to be removed", lambda: not job_names(kube, namespace), timeout=60)
 
 

@@ -24,6 +24,7 @@ from tests.harness.local_mode import (
     group_offsets,
     jsonl_offsets,
     latest_offsets,
+    pending_until,
     state_committed,
     state_file,
     write_stream,
@@ -208,8 +209,8 @@ def test_retention_inside_a_recorded_plan_goes_through_on_data_loss(
     failing = write_stream(tmp_path / "f.yaml", "retained", kafka.bootstrap, {**spec, "onDataLoss": "fail"})
     gave_up = run_until_caught_up(failing, state, tmp_path, env)
     assert gave_up.returncode == 1 and "switched off" in gave_up.stderr
-    recorded = state_file(state)["pending"]
-    assert recorded["until"] == {topic_name: {"0": 1_000}}
+    recorded, recorded_batch = pending_until(state), state_file(state)["pending"]["batch"]
+    assert recorded == {(topic_name, 0): 1_000}
 
     # Retention deletes the start of the recorded range before it was ever read.
     for future in kafka.admin().delete_records([TopicPartition(topic_name, 0, 400)]).values():
@@ -223,7 +224,7 @@ def test_retention_inside_a_recorded_plan_goes_through_on_data_loss(
     )
     assert "onDataLoss: fail" in refused.stderr
     assert not rows.exists(), "no executor ran"
-    assert state_file(state)["pending"]["until"] == recorded["until"], "the plan stays recorded"
+    assert pending_until(state) == recorded, "the plan stays recorded"
 
     skipping = write_stream(
         tmp_path / "e.yaml", "retained", kafka.bootstrap, {**spec, "onDataLoss": "earliest"}
@@ -232,7 +233,7 @@ def test_retention_inside_a_recorded_plan_goes_through_on_data_loss(
     assert done.returncode == 0, done.stderr
     assert "skipping to offset 400" in done.stderr
     doc = state_file(state)
-    assert doc["history"][-1]["batch"] == recorded["batch"], "the recorded batch committed"
+    assert doc["history"][-1]["batch"] == recorded_batch, "the recorded batch committed"
     assert "skipped 400 lost records" in doc["history"][-1]["note"]
     assert state_committed(state) == {(topic_name, 0): 1_000}
     lines = Counter(rows.read_text().splitlines())

@@ -502,15 +502,20 @@ def test_full_state_has_every_part() -> None:
     pending = status["pending"]
     assert {
         "dataLoss",
-        "newPartitions",
+        "firstRead",
         "lastError",
-        "from",
-        "until",
+        "starts",
+        "counts",
         "pinned",
         "budgetFrom",
         "exhausted",
     } <= set(pending)
-    assert any(":" in unit for unit in pending["pinned"]["layout"]), "a split range is pinned as a piece"
+    pinned = full_state().pending
+    assert pinned is not None and pinned.pinned is not None
+    assert any(not isinstance(e, int) for unit in pinned.pinned.layout for e in unit), (
+        "a split range is a piece"
+    )
+    assert pending["pinned"]["units"] == len(pinned.pinned.layout) and "layout" not in pending["pinned"]
     assert len(status["history"]) == LEDGER_LIMIT and status["rate"]["rate"] is not None
 
 

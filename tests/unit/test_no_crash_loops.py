@@ -188,3 +188,38 @@ def test_spec_error_for_1e308_has_the_crd_bound() -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec("clicks", doc(rate={"maxPerPartition": 1e308}))
     assert [p.path for p in caught.value.problems] == ["spec.rate.maxPerPartition"]
+
+
+def test_a_plan_too_large_for_the_status_is_not_recorded_and_says_how_large() -> None:
+    """150k partitions of ten-digit offsets: the first plan would not fit in one object (etcd 1.5 MiB)."""
+    topics = [f"clickstream-events-{n:03d}" for n in range(150)]
+    kafka = FakeKafka({(t, p): 9_876_543_210 + p for t in topics for p in range(1000)})
+    raw = doc(topicPattern="^clickstream-events-.*$")
+    del raw["topics"]
+    host = MemoryHost(parse_spec("clicks", raw), kafka=kafka, settings=FAST, policy="cluster", max_turns=2)
+    outcome = run(host)
+    assert outcome.reason == "stopped"
+    refused = host.of_type(ev.StateTooLarge)
+    assert len(refused) == 2 and all(e.size > e.limit == FAST.max_state_bytes for e in refused), refused
+    assert "over 150000 partitions" in refused[0].message
+    assert f"would be {refused[0].size:,} bytes, over the 1,400,000 bytes" in refused[0].message
+    assert "split topics / topicPattern" in refused[0].message and "offsets unchanged" in refused[0].message
+    assert host.waits == [FAST.idle_recheck_s] * 2, "it waits for a spec change, no tight loop"
+    assert all(s.pending is None for s in host.store.saved), "no plan was recorded"
+    assert not host.launcher.launches and not kafka.commits and host.store.state.committed == {}
+    view = StatusView()
+    for event in refused:
+        view, posted = fold(view, event, generation=2, now_iso="2026-01-01T00:00:00Z")
+    degraded = next(c for c in view.conditions if c["type"] == "Degraded")
+    assert (degraded["reason"], view.phase) == ("StatusTooLarge", "Failed") and "bytes" in degraded["message"]
+    assert posted is not None and (posted.type, posted.reason) == ("Warning", "StatusTooLarge")
+
+
+def test_a_local_run_until_caught_up_with_a_plan_too_large_exits_with_the_message() -> None:
+    kafka = FakeKafka({T0: 10, ("t", 1): 10})
+    settings = DriverSettings(max_state_bytes=400)  # the same check with a smaller bound
+    host = MemoryHost(parse_spec("clicks", doc()), kafka=kafka, settings=settings, policy="local")
+    host.mode = RunMode.UNTIL_CAUGHT_UP  # directstream run --until-caught-up
+    outcome = asyncio.run(run_stream(host, RunMode.UNTIL_CAUGHT_UP, host.settings, clock=host.clock))
+    assert not outcome.ok and "would be" in outcome.message and "over the 400 bytes" in outcome.message
+    assert not host.launcher.launches and host.store.state.committed == {}

@@ -138,7 +138,7 @@ def test_status_round_trip() -> None:
     assert status["observedGeneration"] == 3 and status["phase"] == "Running"
     assert status["appliedReset"] == "r1"
     assert status["batch"] == 4
-    for key in ("committed", "pending", "nextBatchId", "history", "rate", "recordsTotal"):
+    for key in ("committedOffsets", "pending", "nextBatchId", "history", "rate", "recordsTotal"):
         assert key in status
 
 

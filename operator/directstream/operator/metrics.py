@@ -229,6 +229,8 @@ def warning_kind(event: ev.Event) -> str:
             return "invalid-spec"
         case ev.StateUnreadable():
             return "state-unreadable"
+        case ev.StateTooLarge():
+            return "status-too-large"
         case ev.InternalError():
             return "internal-error"
         case ev.Fenced():

@@ -13,6 +13,7 @@ __all__ = [
     "OffsetStoreUnavailable",
     "PermanentError",
     "RetryableError",
+    "StateTooLarge",
     "StateUnreadable",
 ]
 
@@ -32,6 +33,15 @@ class StateUnreadable(PermanentError, ValueError):
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+class StateTooLarge(PermanentError):
+    """Recording a plan would make the stored state larger than fits safely in one object."""
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class KubeApiError(RetryableError):

@@ -186,6 +186,15 @@ class InvalidSpec(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class StateTooLarge(Event):
+    """A plan was not recorded: the state with it would not fit safely in one Kubernetes object."""
+
+    warning: ClassVar[bool] = True
+    size: int  # bytes the state would take with the plan
+    limit: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StateUnreadable(Event):
     """The stored state cannot be read (which field, why): no offsets move until it is fixed."""
 
@@ -231,6 +240,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Fenced,
     Suspended,
     InvalidSpec,
+    StateTooLarge,
     StateUnreadable,
     InternalError,
     Note,

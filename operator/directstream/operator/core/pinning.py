@@ -6,9 +6,10 @@ settings (image, env, resources, volumes, ...). A spec edit while a batch is pen
 from the next batch. Connection details (bootstrap servers, client settings, Secret
 references) stay live: they say how to reach the same records, not what to do with them.
 
-The layout is compact — per unit, the index of each whole range of the plan, or
-``index:from-until`` for a piece of a split range — so the record stays about as small as the
-plan itself. ``digest`` fingerprints all of it; Jobs and executor results carry it.
+The layout — per unit, the index of each whole range of the plan, or ``index:from-until`` for a
+piece of a split range — is what ``digest`` fingerprints (Jobs and executor results carry it),
+but the state stores only the digest and the unit count: the layout grows with the partitions
+and is derived again from the plan and the pinned split settings, checked against the digest.
 """
 
 from __future__ import annotations
@@ -55,21 +56,49 @@ class PinnedAttempt:
             "digest": self.digest,
         }
 
+    def stored_json(self) -> dict[str, Any]:
+        """As the state stores it: without the layout, which grows with the partitions and is
+        derived again from the plan and the pinned executor settings (see :meth:`from_json`)."""
+        doc = {k: v for k, v in self.to_json().items() if k != "layout"}
+        doc["units"] = len(self.layout)
+        return doc
+
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> PinnedAttempt:
+    def from_json(cls, doc: Mapping[str, Any], plan: BatchPlan | None = None) -> PinnedAttempt:
+        """A pinned attempt; one stored without its layout needs its ``plan``, and the layout
+        derived again must give the recorded digest (else the split is not the one planned)."""
         if doc.get("version") != PIN_VERSION:
             raise ContractError(f"unsupported pinned attempt version {doc.get('version')!r}")
         try:
-            layout = tuple(tuple(_entry_from_text(e) for e in unit.split(",") if e) for unit in doc["layout"])
-            return cls(
+            executors = _executors_from_json(json.loads(doc["executors"]))
+            if "layout" in doc:
+                layout = tuple(
+                    tuple(_entry_from_text(e) for e in unit.split(",") if e) for unit in doc["layout"]
+                )
+            elif plan is not None:
+                # Split into as many units as recorded: that gives the recorded split whatever
+                # cap planned it (executors.max, or a pool's scaled count); the digest checks it.
+                units = int(doc["units"])
+                layout = layout_of(plan, units, executors.max_records) if units > 0 else ()
+            else:
+                raise ContractError("a pinned attempt stored without its layout needs its plan")
+            pinned = cls(
                 isolation_level=str(doc["isolationLevel"]),
                 processor=ProcessorSettings.from_json(json.loads(doc["processor"])),
-                executors=_executors_from_json(json.loads(doc["executors"])),
+                executors=executors,
                 layout=layout,
                 digest=str(doc["digest"]),
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ContractError(f"malformed pinned attempt: {exc!r}") from exc
+        if "layout" not in doc:
+            derived = _sealed(pinned.isolation_level, pinned.processor, executors, layout).digest
+            if derived != pinned.digest:
+                raise ContractError(
+                    f"the recorded plan's work layout cannot be derived again (digest {derived}, "
+                    f"recorded {pinned.digest}): it was split by a different version"
+                )
+        return pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +127,16 @@ def pin(spec: StreamSpec, plan: BatchPlan, units: int | None = None) -> PinnedAt
     """The attempt settings of ``plan`` under ``spec``: what every attempt of it will run, split into
     at most ``units`` work units (a pool's scaled executor count; default ``executors.max``)."""
     most = spec.executors.max if units is None else max(1, units)
-    groups = split_work(plan.ranges, most, spec.executors.max_records)
-    index = {(r.topic, r.partition): i for i, r in enumerate(plan.ranges)}
-    layout = tuple(tuple(_entry(piece, index, plan.ranges) for piece in group) for group in groups)
+    layout = layout_of(plan, most, spec.executors.max_records)
     processor = ProcessorSettings(spec.processor.sink, dict(spec.processor.options), spec.processor.poison)
     return _sealed(spec.kafka.isolation_level, processor, spec.executors, layout)
+
+
+def layout_of(plan: BatchPlan, max_units: int, max_records: int) -> tuple[tuple[LayoutEntry, ...], ...]:
+    """The split of ``plan`` into work units (deterministic, so it can be derived again)."""
+    groups = split_work(plan.ranges, max_units, max_records)
+    index = {(r.topic, r.partition): i for i, r in enumerate(plan.ranges)}
+    return tuple(tuple(_entry(piece, index, plan.ranges) for piece in group) for group in groups)
 
 
 def _entry(

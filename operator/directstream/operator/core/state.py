@@ -6,12 +6,21 @@ these pure transitions, so "record the plan, run it, commit it" means the same e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from directstream.executor.contract import OffsetRange
 
+from .errors import StateTooLarge
+from .offset_tables import (
+    legacy_offsets_from_json,
+    partition_sets_from_json,
+    partition_sets_to_json,
+    tables_from_json,
+    tables_to_json,
+)
 from .pinning import PinnedAttempt
 from .planning import BatchPlan, DataLoss, TopicPartition, TopicRecreated
 from .rate import RateState
@@ -19,7 +28,8 @@ from .scaling import ScaleState
 from .topic_lifecycle import TopicRecord
 
 LEDGER_LIMIT = 20
-STATE_VERSION = 1
+STATE_VERSION = 2  # per-partition numbers as tables (offset_tables)
+LEGACY_STATE_VERSION = 1  # {topic: {"partition": n}} maps; still read
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +204,7 @@ class StreamState:
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "version": STATE_VERSION,
-            "committed": offsets_to_json(self.committed),
+            "committedOffsets": tables_to_json(self.committed),
             "pending": pending_to_json(self.pending, self.committed),
             "nextBatchId": self.next_batch_id,
             "history": [e.to_json() for e in self.ledger],
@@ -215,12 +225,19 @@ class StreamState:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> StreamState:
-        if doc.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported state version {doc.get('version')!r}")
-        committed = offsets_from_json(doc.get("committed", {}))
+        """State of this version, or of version 1 (offsets as ``{topic: {"partition": n}}``)."""
+        version = doc.get("version")
+        if version not in (LEGACY_STATE_VERSION, STATE_VERSION):
+            raise ValueError(f"unsupported state version {version!r}")
+        if version == LEGACY_STATE_VERSION:
+            committed = legacy_offsets_from_json(doc.get("committed", {}))
+            pending = legacy_pending_from_json(doc.get("pending"), committed)
+        else:
+            committed = tables_from_json(doc.get("committedOffsets", {}))
+            pending = pending_from_json(doc.get("pending"), committed)
         return cls(
             committed=committed,
-            pending=pending_from_json(doc.get("pending"), committed),
+            pending=pending,
             next_batch_id=int(doc.get("nextBatchId", 1)),
             ledger=tuple(LedgerEntry.from_json(e) for e in doc.get("history", [])),
             rate=RateState.from_json(doc.get("rate")),
@@ -233,24 +250,31 @@ class StreamState:
         )
 
 
-def offsets_to_json(offsets: Mapping[TopicPartition, int]) -> dict[str, dict[str, int]]:
-    """``{topic: {"partition": offset}}``, the shape users write in ``startingOffsets``."""
-    out: dict[str, dict[str, int]] = {}
-    for (topic, partition), offset in sorted(offsets.items()):
-        out.setdefault(topic, {})[str(partition)] = offset
-    return out
+def state_size(state: StreamState) -> int:
+    """Bytes of the state as stored (compact JSON): what the size check before a plan counts."""
+    return len(json.dumps(state.to_json(), separators=(",", ":")))
 
 
-def offsets_from_json(doc: Mapping[str, Mapping[str, int]]) -> dict[TopicPartition, int]:
-    return {(t, int(p)): int(o) for t, parts in doc.items() for p, o in parts.items()}
+def check_state_size(state: StreamState, plan: BatchPlan, limit: int) -> None:
+    """Refuse to record ``plan`` (in ``state``) when the status could not hold it (etcd's object limit)."""
+    size = state_size(state)
+    if size > limit:
+        raise StateTooLarge(
+            f"batch {plan.batch_id} not recorded: with its plan over {len(plan.ranges)} partitions the "
+            f"stream's state would be {size:,} bytes, over the {limit:,} bytes that fit safely in the "
+            "DirectStream's status (etcd stores objects up to 1.5 MiB); committed offsets unchanged. Read "
+            "fewer partitions per stream: split topics / topicPattern over several DirectStreams",
+            size,
+            limit,
+        )
 
 
 def pending_to_json(
     pending: PendingBatch | None, committed: Mapping[TopicPartition, int]
 ) -> dict[str, Any] | None:
-    """The recorded plan, compactly: ``until`` for every partition, and ``from`` only where it
-    is not the committed offset (new partitions, data loss), so thousands of partitions fit
-    comfortably in a resource's status."""
+    """The recorded plan, compactly: per topic a table of each range's record count
+    (``until - from``), and ``from`` only where it is not the committed offset (new partitions,
+    data loss); the work layout is not stored but derived again, checked by its digest."""
     if pending is None:
         return None
     plan = pending.plan
@@ -259,10 +283,20 @@ def pending_to_json(
         "batch": plan.batch_id,
         "attempt": pending.attempt,
         "plannedAt": pending.planned_at,
-        "until": offsets_to_json(plan.next_offsets()),
-        "from": offsets_to_json({tp: f for tp, f in starts.items() if committed.get(tp) != f}),
+        "counts": tables_to_json({(r.topic, r.partition): r.count for r in plan.ranges}, "counts"),
+        "starts": tables_to_json({tp: f for tp, f in starts.items() if committed.get(tp) != f}),
         "rateCapped": plan.rate_capped,
     }
+    _common_to_json(doc, pending)
+    if plan.new_partitions:
+        doc["firstRead"] = partition_sets_to_json(plan.new_partitions)
+    if pending.pinned is not None:
+        doc["pinned"] = pending.pinned.stored_json()
+    return doc
+
+
+def _common_to_json(doc: dict[str, Any], pending: PendingBatch) -> None:
+    plan = pending.plan
     if plan.data_loss:
         doc["dataLoss"] = [_loss_to_json(x) for x in plan.data_loss]
     if plan.recreated:
@@ -276,17 +310,12 @@ def pending_to_json(
             }
             for x in plan.recreated
         ]
-    if plan.new_partitions:
-        doc["newPartitions"] = offsets_to_json({tp: starts[tp] for tp in plan.new_partitions})
     if pending.first_error:
         doc["lastError"] = pending.first_error
-    if pending.pinned is not None:
-        doc["pinned"] = pending.pinned.to_json()
     if pending.budget_from != 1:
         doc["budgetFrom"] = pending.budget_from
     if pending.exhausted is not None:
         doc["exhausted"] = pending.exhausted
-    return doc
 
 
 def pending_from_json(
@@ -294,19 +323,46 @@ def pending_from_json(
 ) -> PendingBatch | None:
     if not doc:
         return None
-    until = offsets_from_json(doc["until"])
-    explicit_from = offsets_from_json(doc.get("from", {}))
+    counts = tables_from_json(doc["counts"], "counts")
+    explicit_from = tables_from_json(doc.get("starts", {}))
+    ranges = []
+    for tp, count in sorted(counts.items()):
+        start = explicit_from.get(tp, committed.get(tp))
+        if start is None:
+            raise ValueError(f"recorded plan has no start for {tp[0]}[{tp[1]}]")
+        if count < 0:
+            raise ValueError(f"recorded plan has a negative count for {tp[0]}[{tp[1]}]")
+        ranges.append(OffsetRange(tp[0], tp[1], start, start + count))
+    new_partitions = tuple(partition_sets_from_json(doc.get("firstRead", {})))
+    return _pending(doc, tuple(ranges), new_partitions)
+
+
+def legacy_pending_from_json(
+    doc: Mapping[str, Any] | None, committed: Mapping[TopicPartition, int]
+) -> PendingBatch | None:
+    """A plan recorded by state version 1: ``until`` and ``from`` as ``{topic: {"p": n}}``."""
+    if not doc:
+        return None
+    until = legacy_offsets_from_json(doc["until"])
+    explicit_from = legacy_offsets_from_json(doc.get("from", {}))
     ranges = []
     for tp, end in sorted(until.items()):
         start = explicit_from.get(tp, committed.get(tp))
         if start is None:
             raise ValueError(f"recorded plan has no start for {tp[0]}[{tp[1]}]")
         ranges.append(OffsetRange(tp[0], tp[1], start, end))
+    new_partitions = tuple(sorted(legacy_offsets_from_json(doc.get("newPartitions", {}))))
+    return _pending(doc, tuple(ranges), new_partitions)
+
+
+def _pending(
+    doc: Mapping[str, Any], ranges: tuple[OffsetRange, ...], new_partitions: tuple[TopicPartition, ...]
+) -> PendingBatch:
     plan = BatchPlan(
         batch_id=int(doc["batch"]),
-        ranges=tuple(ranges),
+        ranges=ranges,
         data_loss=tuple(_loss_from_json(x) for x in doc.get("dataLoss", [])),
-        new_partitions=tuple(sorted(offsets_from_json(doc.get("newPartitions", {})))),
+        new_partitions=new_partitions,
         rate_capped=bool(doc.get("rateCapped", False)),
         recreated=tuple(
             TopicRecreated(
@@ -319,7 +375,7 @@ def pending_from_json(
             for x in doc.get("recreated", [])
         ),
     )
-    pinned = PinnedAttempt.from_json(doc["pinned"]) if doc.get("pinned") else None
+    pinned = PinnedAttempt.from_json(doc["pinned"], plan) if doc.get("pinned") else None
     return PendingBatch(
         plan,
         int(doc["attempt"]),

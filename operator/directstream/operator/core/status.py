@@ -17,7 +17,7 @@ from typing import Any, Literal
 from .errors import StateUnreadable
 from .job_results import JobProgress
 from .planning import TopicPartition
-from .state import STATE_VERSION, StreamState
+from .state import LEGACY_STATE_VERSION, STATE_VERSION, StreamState
 
 __all__ = [
     "CONDITION_TYPES",
@@ -46,7 +46,8 @@ MESSAGE_LIMIT = 1024
 # The status keys that hold the stream's durable state (StreamState.to_json).
 STATE_KEYS = (
     "version",
-    "committed",
+    "committedOffsets",
+    "committed",  # state version 1
     "pending",
     "nextBatchId",
     "history",
@@ -205,7 +206,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> StreamState:
     doc = {key: status[key] for key in STATE_KEYS if status.get(key) is not None}
     if not doc:
         return StreamState()
-    doc.setdefault("version", STATE_VERSION)
+    doc.setdefault("version", _version_by_shape(doc))
     try:
         return StreamState.from_json(doc)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
@@ -217,14 +218,20 @@ def state_from_status(status: Mapping[str, Any] | None) -> StreamState:
         ) from exc
 
 
+def _version_by_shape(doc: Mapping[str, Any]) -> int:
+    """A status without ``version`` (edited by hand): the version its offsets are written in."""
+    return LEGACY_STATE_VERSION if "committed" in doc and "committedOffsets" not in doc else STATE_VERSION
+
+
 def _malformed_field(doc: Mapping[str, Any]) -> str:
     """The first state key that cannot be read on its own (``pending`` with the committed offsets)."""
     for key in STATE_KEYS:
         if key not in doc or key == "version":
             continue
-        probe = {"version": STATE_VERSION, key: doc[key]}
-        if key == "pending" and "committed" in doc:
-            probe["committed"] = doc["committed"]
+        probe = {"version": doc["version"], key: doc[key]}
+        for offsets in ("committedOffsets", "committed"):
+            if key == "pending" and offsets in doc:
+                probe[offsets] = doc[offsets]
         try:
             StreamState.from_json(probe)
         except Exception:
@@ -253,13 +260,13 @@ def describe_state_change(before: Mapping[str, Any], after: Mapping[str, Any]) -
         return f"batch {pending.get('batch')} attempt {pending.get('attempt')}"
 
     parts = []
-    if before.get("committed") != after.get("committed"):
+    if before.get("committedOffsets") != after.get("committedOffsets"):
         parts.append("the committed offsets")
     if before.get("pending") != after.get("pending"):
         parts.append(f"the recorded plan ({plan(before)} -> {plan(after)})")
     parts += sorted(
         key
         for key in set(before) | set(after)
-        if key not in ("committed", "pending") and before.get(key) != after.get(key)
+        if key not in ("committedOffsets", "pending") and before.get(key) != after.get(key)
     )
     return ", ".join(parts) or "nothing"

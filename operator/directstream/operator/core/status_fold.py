@@ -142,6 +142,8 @@ def outcome_of(event: ev.Event) -> EventOutcome | None:
             return _stopped("InvalidSpec", "Failed", degraded=True)
         case ev.StateUnreadable():
             return _stopped("StateUnreadable", "Failed", degraded=True)
+        case ev.StateTooLarge():
+            return _stopped("StatusTooLarge", "Failed", degraded=True)
         case ev.InternalError():
             return _degraded("InternalError", not_ready=True)
         case ev.Note():

@@ -13,7 +13,7 @@ from dataclasses import replace
 from directstream.executor.contract import ExecutorResult, KafkaClientSettings, PermanentError
 
 from ..core import events as ev
-from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable
+from ..core.errors import KafkaUnavailable, KubeApiError, OffsetStoreUnavailable, StateTooLarge
 from ..core.pinning import AttemptRun, pin, spec_fingerprint, work_units
 from ..core.planning import (
     BatchPlan,
@@ -26,7 +26,7 @@ from ..core.planning import (
 )
 from ..core.rate import next_rate
 from ..core.spec import ResetSpec, StreamSpec
-from ..core.state import LedgerEntry, StreamState
+from ..core.state import LedgerEntry, StreamState, check_state_size
 from ..core.status import lag_of
 from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
@@ -227,8 +227,11 @@ class Driver:
                     )
                 )
             announce_recreated(plan, self._observe)
-            state = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
-            state = state.with_plan(plan, self._now(), pin(self.spec, plan, units_for(self.spec, state)))
+            planned = as_planned(state, plan, marks, now)  # the topics as planned, then the plan
+            units = units_for(self.spec, planned)
+            planned = planned.with_plan(plan, self._now(), pin(self.spec, plan, units))
+            check_state_size(planned, plan, self._settings.max_state_bytes)
+            state = planned
             await self._store.save(state)  # the write-ahead log: durable before any executor starts
             if self._table is not None:
                 await self._table.start(plan, state.committed)
@@ -489,6 +492,10 @@ class Driver:
             message = f"Kubernetes API: {exc}"
             self._observe(ev.KubeApiRefused(message=message))
             return Step(await self._store.load(), "kube-error", message=message)
+        except StateTooLarge as exc:
+            # Nothing was written; the same plan would be refused again until the spec changes.
+            self._observe(ev.StateTooLarge(message=str(exc), size=exc.size, limit=exc.limit))
+            return Step(await self._store.load(), "invalid-spec", message=str(exc))
         except PermanentError as exc:
             # The spec passed the parser but cannot run (e.g. the executor Job cannot be built).
             message = f"cannot run batch {state.next_batch_id}: {exc}"

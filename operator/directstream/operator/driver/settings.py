@@ -30,6 +30,10 @@ class DriverSettings:
     idle_recheck_s: float = 3600.0
     # The Job launcher's poll besides its wake-ups (Job and pod events).
     job_poll_s: float = 5.0
+    # The largest state (compact JSON) a plan may be recorded with: etcd stores objects up to
+    # 1.5 MiB, and metadata, spec, conditions and lag need the rest. Local mode checks it too,
+    # so the same YAML runs the same everywhere.
+    max_state_bytes: int = 1_400_000
 
 
 DEFAULT_SETTINGS = DriverSettings()
