@@ -220,8 +220,9 @@ def full_state() -> StreamState:
         dead_lettered_total=7,
         applied_reset="r1",
         topics={"clicks": TopicRecord("frzguCiNQsyBg0GWQ3NtTQ", 190), "views": TopicRecord("", 0)},
+        # Times with a fraction: the API server gives 1.0 back as 1, which the string comparison would flag.
         scale=ScaleState(
-            2, "lag 9k records, ~4 s at the measured rate: 1 -> 2", 1793491200.5, 1793491201.0, 2
+            2, "lag 9k records, ~4 s at the measured rate: 1 -> 2", 1793491200.5, 1793491201.25, 2
         ),
     )
     stream = parse_spec(
