@@ -100,6 +100,26 @@ def pod_security_context(spec: StreamSpec) -> dict[str, Any]:
     return _merged(DEFAULT_POD_SECURITY_CONTEXT, spec.executors.security_context)
 
 
+def pod_placement(spec: StreamSpec) -> dict[str, Any]:
+    """The pod-spec fields ``spec.executors`` sets when given: ServiceAccount, priority class, pull
+    secrets, node selector, affinity and tolerations (the same for Job and pool pods)."""
+    executors = spec.executors
+    fields: dict[str, Any] = {}
+    if executors.service_account_name:
+        fields["serviceAccountName"] = executors.service_account_name
+    if executors.priority_class_name:
+        fields["priorityClassName"] = executors.priority_class_name
+    if executors.image_pull_secrets:
+        fields["imagePullSecrets"] = [{"name": name} for name in executors.image_pull_secrets]
+    if executors.node_selector:
+        fields["nodeSelector"] = dict(executors.node_selector)
+    if executors.affinity:
+        fields["affinity"] = dict(executors.affinity)
+    if executors.tolerations:
+        fields["tolerations"] = [dict(toleration) for toleration in executors.tolerations]
+    return fields
+
+
 def container_security_context(spec: StreamSpec) -> dict[str, Any]:
     """The executor container's: the defaults, overridden by ``spec.executors.containerSecurityContext``."""
     return _merged(DEFAULT_CONTAINER_SECURITY_CONTEXT, spec.executors.container_security_context)

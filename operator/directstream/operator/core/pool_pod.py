@@ -29,6 +29,7 @@ from .executor_pod import (
     container_security_context,
     executor_mounts,
     executor_volumes,
+    pod_placement,
     pod_security_context,
     scratch_env,
 )
@@ -146,18 +147,7 @@ def build_pool_executor_pod(
         "containers": [container],
         "volumes": executor_volumes(spec),
     }
-    if executors.service_account_name:
-        pod_spec["serviceAccountName"] = executors.service_account_name
-    if executors.priority_class_name:
-        pod_spec["priorityClassName"] = executors.priority_class_name
-    if executors.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in executors.image_pull_secrets]
-    if executors.node_selector:
-        pod_spec["nodeSelector"] = dict(executors.node_selector)
-    if executors.affinity:
-        pod_spec["affinity"] = dict(executors.affinity)
-    if executors.tolerations:
-        pod_spec["tolerations"] = [dict(toleration) for toleration in executors.tolerations]
+    pod_spec.update(pod_placement(spec))
     labels = {**executors.pod_labels, **pool_labels(spec.name, run), LABEL_EXECUTOR: executor_id}
     return {
         "apiVersion": "v1",
