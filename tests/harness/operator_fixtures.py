@@ -200,6 +200,11 @@ def get_stream(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     return doc
 
 
+def committed_of(status: dict[str, Any] | None) -> dict[tuple[str, int], int]:
+    """The committed offsets a status holds, whatever its encoding ({} before the first commit)."""
+    return dict(state_from_status(status).committed)
+
+
 def condition(stream: dict[str, Any], type_: str) -> dict[str, Any]:
     for cond in (stream.get("status") or {}).get("conditions") or []:
         if cond.get("type") == type_:

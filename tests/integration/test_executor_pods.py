@@ -28,6 +28,7 @@ from tests.harness.kube_fixtures import EXECUTOR_IMAGE, Kube, enforce_restricted
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     OperatorProcess,
+    committed_of,
     condition,
     get_stream,
     stream_manifest,
@@ -185,7 +186,7 @@ def test_jsonl_without_a_volume_is_refused_and_runs_once_one_is_mounted(
     )
     # Nothing ran: no plan, no Job, no commit.
     status = get_stream(kube, namespace, "clicks")["status"]
-    assert not status.get("pending") and not status.get("committed")
+    assert not status.get("pending") and not committed_of(status)
     assert kube.kubectl("get", "jobs", "-n", namespace, "-o", "name").stdout == ""
     assert group_offsets(kafka.bootstrap, "clicks", topic_name) == {}
 

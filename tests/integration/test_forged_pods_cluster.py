@@ -25,6 +25,7 @@ from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     OperatorProcess,
+    committed_of,
     get_stream,
     stream_manifest,
     wait_committed,
@@ -221,7 +222,7 @@ def test_forged_executor_pods_are_not_counted(
 
     def verdict() -> str | None:
         status = get_stream(kube, namespace, "forged").get("status") or {}
-        if status.get("committed"):
+        if committed_of(status):
             return "committed"
         log, present = operator.log(), pod_names(kube, namespace, f"job-name={name}")
         judged = all(f"ignoring pod {pod} " in log or pod not in present for pod in forged)
@@ -230,7 +231,7 @@ def test_forged_executor_pods_are_not_counted(
     # The operator reads the forged pods (it logs each one it ignores), or counts them and commits.
     assert wait_until("the operator to judge the forged pods", verdict, 60) == "ignored"
     stream = get_stream(kube, namespace, "forged")
-    assert not (stream.get("status") or {}).get("committed"), "nothing committed while the gate is closed"
+    assert not committed_of(stream.get("status")), "nothing committed while the gate is closed"
     assert (stream["status"].get("pending") or {}).get("job") == name, "the attempt still runs"
     forged_at = time.monotonic()
 

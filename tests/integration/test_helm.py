@@ -23,6 +23,7 @@ from tests.harness.kafka_fixtures import KafkaBroker
 from tests.harness.kube_fixtures import EXECUTOR_IMAGE, OPERATOR_IMAGE, VERSION, Kube, _cluster_env
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
+    committed_of,
     condition,
     get_stream,
     lease_holder,
@@ -461,7 +462,7 @@ def test_a_verb_missing_from_the_role_is_reported_on_the_stream(
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=clicks"
     ).stdout
     assert 'cannot create resource "jobs"' in events
-    assert (get_stream(kube, namespace, "clicks").get("status") or {}).get("committed") in ({}, None)
+    assert committed_of(get_stream(kube, namespace, "clicks").get("status")) == {}
     assert not out.exists()
 
     # Give the verb back: the same recorded plan runs, and every record arrives once.

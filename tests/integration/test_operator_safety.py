@@ -19,6 +19,7 @@ from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     OperatorProcess,
+    committed_of,
     condition,
     get_stream,
     stream_manifest,
@@ -109,7 +110,7 @@ def test_refused_settings_reach_no_job_and_no_commit_while_another_stream_progre
     time.sleep(2)  # a few more turns of the refused streams' loops
     for name in reasons:
         status = get_stream(kube, namespace, name).get("status") or {}
-        assert not status.get("committed") and not status.get("pending"), status
+        assert not committed_of(status) and not status.get("pending"), status
         assert group_offsets(kafka.bootstrap, name, topic_name) == {}
         assert not [job for job in jobs_of(kube, namespace) if job.startswith(f"{name}-")]
     events = events_text(kube, namespace)

@@ -26,6 +26,7 @@ from tests.harness.kube_fixtures import Kube
 from tests.harness.local_mode import group_offsets, jsonl_offsets, latest_offsets
 from tests.harness.operator_fixtures import (
     OperatorProcess,
+    committed_of,
     get_stream,
     stream_manifest,
     wait_committed,
@@ -133,9 +134,7 @@ def test_a_pool_stream_survives_executor_and_operator_kills_with_every_record_ex
     kube.kubectl("apply", "-f", "-", input=manifest)
 
     first = wait_until("two warm executor pods", lambda: pool_of(kube, namespace, 2), 120)
-    wait_until(
-        "a committed batch", lambda: (get_stream(kube, namespace, name).get("status") or {}).get("committed")
-    )
+    wait_until("a committed batch", lambda: committed_of(get_stream(kube, namespace, name).get("status")))
     token = pool_token(kube, namespace, get_stream(kube, namespace, name))
     events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     for where, text in (
