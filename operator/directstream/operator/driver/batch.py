@@ -30,7 +30,7 @@ from ..core.state import LedgerEntry, StreamState, check_state_size
 from ..core.status import lag_of
 from ..core.topic_lifecycle import compare_topics, skip_lost, topic_records
 from .chains import OffsetsTable
-from .outcomes import BatchFailed, Step, dead_letter_event, describe_failures, poison_note
+from .outcomes import BatchFailed, Step, dead_letter_event, describe_failures, gave_up_message, poison_note
 from .ports import ExecutorScalePort, ExternalOffsetsPort, LauncherPort, Observer, OffsetsPort, StatePort
 from .scaling import pinned_units, rescale, resume_scale, scale_changed, units_for
 from .settings import DEFAULT_SETTINGS, DriverSettings, backoff
@@ -284,7 +284,7 @@ class Driver:
             plan, attempt, pinned = pending.plan, pending.attempt, pending.pinned
             if pending.exhausted is not None:
                 if pending.exhausted == spec_fingerprint(self.spec):
-                    raise BatchFailed(self._gave_up_message(state), state)
+                    raise BatchFailed(gave_up_message(state, self.spec.max_attempts), state)
                 state = state.with_budget_renewed()  # the spec changed: maxAttempts more attempts
                 await self._store.save(state)
                 continue
@@ -309,7 +309,7 @@ class Driver:
                 # Persisted: a restart or another step does not start the count again.
                 state = state.with_exhausted(reason, spec_fingerprint(self.spec))
                 await self._store.save(state)
-                message = self._gave_up_message(state)
+                message = gave_up_message(state, self.spec.max_attempts)
                 self._observe(ev.BatchGaveUp(message=message, batch_id=plan.batch_id, failures=len(failures)))
                 raise BatchFailed(message, state)
             state = state.with_retry(reason)
@@ -326,15 +326,6 @@ class Driver:
             )
             await self._sleep(wait)
             state = await self._check_recorded(state)  # e.g. retention deleted a range's start
-
-    def _gave_up_message(self, state: StreamState) -> str:
-        assert state.pending is not None
-        pending = state.pending
-        return (
-            f"batch {pending.plan.batch_id} failed {pending.failed_attempts} time(s) (maxAttempts "
-            f"{self.spec.max_attempts}); committed offsets unchanged; it runs again after a spec change "
-            f"or a reset: {pending.first_error}"
-        )
 
     async def _commit(self, state: StreamState, results: list[ExecutorResult], started: float) -> StreamState:
         assert state.pending is not None

@@ -21,6 +21,17 @@ class RunMode(Enum):
     UNTIL_CAUGHT_UP = "until-caught-up"
 
 
+def gave_up_message(state: StreamState, max_attempts: int) -> str:
+    """Why a recorded batch stops being retried: it failed ``maxAttempts`` times."""
+    assert state.pending is not None
+    pending = state.pending
+    return (
+        f"batch {pending.plan.batch_id} failed {pending.failed_attempts} time(s) (maxAttempts "
+        f"{max_attempts}); committed offsets unchanged; it runs again after a spec change "
+        f"or a reset: {pending.first_error}"
+    )
+
+
 class BatchFailed(PermanentError):
     """A batch failed ``maxAttempts`` times; its plan stays recorded, nothing was committed."""
 
