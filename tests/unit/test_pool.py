@@ -249,3 +249,25 @@ def test_an_executor_killed_after_a_shrink_is_replaced_only_up_to_the_new_count(
         assert len(processes.alive()) == 2 and pool.executors() == 2
 
     with_pool(test)
+
+
+def test_a_refused_replacement_fails_the_waiting_units_with_the_refusal() -> None:
+    """A replacement the API server refuses (admission, a quota) is counted like a crash: the
+    waiting units fail with the refusal once no executor stays up, instead of waiting forever."""
+
+    async def test(pool: PoolLauncher, processes: FakeExecutorProcesses, job: FakeLauncher) -> None:
+        processes.hang = {0, 1, 2}
+        run = asyncio.create_task(pool.run(attempt_run()))
+        await until(
+            lambda: len(processes.alive()) == 2 and all(e.units for e in processes.executors.values())
+        )
+        processes.refuse = 'pods "s-pool-1-3" is forbidden: exceeded quota: pods'
+        for executor_id in sorted(processes.alive()):
+            processes.kill(executor_id)
+        results = await asyncio.wait_for(run, 10)
+        assert results and not any(r.ok for r in results)
+        assert all("could not be started" in (r.error or "") for r in results), results
+        assert all("exceeded quota" in (r.error or "") for r in results), results
+        assert processes.alive() == set()
+
+    with_pool(test)

@@ -36,6 +36,7 @@ from directstream.executor.contract.pool import (
     PATH_RESULT,
     stale_reason,
 )
+from directstream.executor.contract.wire import EXIT_DRIVER_UNREACHABLE
 from directstream.executor.errors import ConfigurationError
 from directstream.executor.processors import build_processor
 from directstream.executor.reader import DEFAULT_CHUNK_SIZE, ReaderOptions, check_ranges
@@ -45,6 +46,9 @@ log = logging.getLogger("directstream.executor.pool")
 WAIT_SECONDS = 5.0
 # A unit stops once this share of its lease passed without a renewal getting through.
 SELF_FENCE_SHARE = 0.7
+# Long enough for an operator restart or a leader change; short enough that a pool whose executors
+# can never reach the driver fails its attempt with why (crashes counted by driver/pool.py).
+UNREACHABLE_TIMEOUT_S = 60.0
 
 
 class Revoked(Exception):
@@ -149,8 +153,16 @@ class Renewer(threading.Thread):
 
 
 class Worker:
-    def __init__(self, client: Client, stream: str, options: ReaderOptions, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        client: Client,
+        stream: str,
+        options: ReaderOptions,
+        stop: threading.Event,
+        unreachable_timeout: float = UNREACHABLE_TIMEOUT_S,
+    ) -> None:
         self.client = client
+        self.unreachable_timeout = unreachable_timeout
         self.stream = stream
         self.options = options
         self.stop = stop
@@ -158,21 +170,40 @@ class Worker:
         self.consumers = ConsumerCache()
         self.busy = False  # running a unit: a stop aborts its ranges instead of exiting at once
 
-    def serve(self) -> None:
+    def serve(self) -> int:
+        """Lease and run units until stopped (0), or until the driver stayed out of reach for
+        ``unreachable_timeout`` (EXIT_DRIVER_UNREACHABLE): the pool then sees an executor die,
+        with this message, instead of waiting for one that never calls."""
         backoff = 0.1
+        away_since: float | None = None
         while not self.stop.is_set():
             try:
                 answer = self.client.post(
                     PATH_LEASE, {"waitSeconds": WAIT_SECONDS}, timeout=WAIT_SECONDS + 10
                 )
             except (OSError, Revoked) as exc:
+                now = time.monotonic()
+                away_since = now if away_since is None else away_since
+                if now - away_since >= self.unreachable_timeout:
+                    return self._give_up(exc)
                 log.warning("driver unreachable: %s", exc)
-                self.stop.wait(backoff)
+                self.stop.wait(min(backoff, max(0.0, away_since + self.unreachable_timeout - now)))
                 backoff = min(backoff * 2, 5.0)
                 continue
-            backoff = 0.1
+            backoff, away_since = 0.1, None
             if answer is not None:
                 self.handle(answer)
+        return 0
+
+    def _give_up(self, exc: Exception) -> int:
+        log.error(
+            "cannot reach the driver at %s for %gs, giving up: %s (is a NetworkPolicy in the way, the "
+            "operator's --pool-url wrong, or the stream's token stale?)",
+            self.client.url,
+            self.unreachable_timeout,
+            exc,
+        )
+        return EXIT_DRIVER_UNREACHABLE
 
     def handle(self, answer: dict[str, Any]) -> None:
         lease_id = str(answer.get("lease", ""))
@@ -250,14 +281,24 @@ def main(argv: list[str] | None = None) -> int:
         "--stall-timeout", type=float, default=float(os.environ.get("DIRECTSTREAM_STALL_TIMEOUT", "60"))
     )
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    parser.add_argument(
+        "--unreachable-timeout",
+        type=float,
+        default=UNREACHABLE_TIMEOUT_S,
+        help="exit (code 3) once the driver stayed out of reach this many seconds",
+    )
     args = parser.parse_args(argv)
+    if not args.unreachable_timeout > 0:
+        parser.error("--unreachable-timeout must be a positive number of seconds")
     token = os.environ.get(ENV_POOL_TOKEN, "")
     if not token:
         log.error("bad input: $%s is not set", ENV_POOL_TOKEN)
         return 2
     stop = threading.Event()
     options = ReaderOptions(chunk_size=args.chunk_size, stall_timeout=args.stall_timeout)
-    worker = Worker(Client(args.url, token, args.executor_id), args.stream, options, stop)
+    worker = Worker(
+        Client(args.url, token, args.executor_id), args.stream, options, stop, args.unreachable_timeout
+    )
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -266,8 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    worker.serve()
-    return 0
+    return worker.serve()
 
 
 if __name__ == "__main__":

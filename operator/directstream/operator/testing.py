@@ -358,6 +358,7 @@ class FakeExecutorProcesses:
         self.started: list[str] = []
         self.stopped: list[str] = []
         self.hang: set[int] = set()  # unit indexes the executors sit on without answering
+        self.refuse: str | None = None  # start raises KubeApiError with this (a pod refused by admission)
         self.closed = False
         self._on_exit: Callable[[str, str], None] = lambda executor_id, how: None
 
@@ -375,6 +376,8 @@ class FakeExecutorProcesses:
 
     async def start(self, executor_id: str, url: str, token: str, stream: str, attempt: AttemptRun) -> None:
         assert token == self.transport.token, "executors get the transport's token"
+        if self.refuse is not None:
+            raise KubeApiError(self.refuse)
         self.started.append(executor_id)
         task = asyncio.get_running_loop().create_task(self._serve(executor_id))
         self.executors[executor_id] = FakeExecutor(executor_id, task)

@@ -33,6 +33,7 @@ TERMINATION_MESSAGE_LIMIT: Final = 4096
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # a range failed; the result names range and offset
 EXIT_BAD_INPUT: Final = 2  # a malformed unit, unknown sink, bad options or client config
+EXIT_DRIVER_UNREACHABLE: Final = 3  # a pool executor that could not reach its driver for too long
 EXIT_SIGNAL_BASE: Final = 128  # 128 + N: stopped by signal N, open ranges aborted
 
 

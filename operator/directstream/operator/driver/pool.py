@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Hashable
 
 from directstream.executor.contract import ExecutorResult
+from directstream.executor.contract.errors import DirectStreamError
+from directstream.executor.contract.redact import scrub
 
 from ..core.leases import DEFAULT_LEASE_SECONDS, Lease, LeaseBook
 from ..core.pinning import AttemptRun
@@ -97,7 +99,10 @@ class PoolLauncher:
             for holder in holders:  # cancelled mid-attempt: no unit may keep running
                 await self._processes.stop(holder)
                 await self._start_one()
-        await self._fit()  # e.g. a replacement started while the pool was shrinking
+        try:
+            await self._fit()  # e.g. a replacement started while the pool was shrinking
+        except DirectStreamError as exc:  # the results stand; the next attempt's start reports it
+            log.warning("cannot bring the pool back to %d executors: %s", self._wanted(), scrub(str(exc)))
         return results
 
     async def release(self, batch_id: int) -> None:
@@ -207,8 +212,13 @@ class PoolLauncher:
     def _on_exit(self, executor_id: str, how: str) -> None:
         why = f"executor {executor_id} {how}"
         log.warning("%s", why)
-        self._last_death = why
         self._book.lost(executor_id, why)
+        self._count_loss(why)
+
+    def _count_loss(self, why: str) -> None:
+        """One executor fewer (it died, or its replacement was refused): replace it after a
+        backoff, or fail the waiting units with ``why`` once no executor stays up."""
+        self._last_death = why
         self._crashes += 1
         if self._settings is not None and self._crashes > CRASHES_PER_EXECUTOR * self._wanted():
             self._book.fail_waiting(f"no executor of the pool stays up; last: {why}")
@@ -222,7 +232,13 @@ class PoolLauncher:
     async def _replace_later(self) -> None:
         await asyncio.sleep(min(0.05 * 2 ** min(self._crashes, 6), 2.0))  # a crash loop backs off
         if self._settings is not None and len(self._taking()) < self._wanted():
-            await self._start_one()
+            try:
+                await self._start_one()
+            except DirectStreamError as exc:  # e.g. a pod refused by admission or a quota
+                why = f"a replacement executor could not be started: {scrub(str(exc))}"
+                log.warning("%s", why)
+                self._count_loss(why)
+                return
             self._notify()
 
     def _notify(self) -> None:
