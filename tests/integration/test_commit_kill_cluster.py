@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
 
 from tests.harness.claims import HostVolumes
 from tests.harness.kafka_fixtures import KafkaBroker
@@ -172,3 +173,84 @@ def test_a_kill_after_the_commit_before_the_job_is_deleted_leaves_nothing_behind
     assert history[0] == (1, 1) and all(batch > 1 for batch, _ in history[1:]), "batch 1 committed once"
     jobs = json.loads(kube.kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
     assert [j["metadata"]["name"] for j in jobs if j["metadata"]["name"].startswith("killed-b1-")] == []
+
+
+def group_member(bootstrap: str, group: str, topic: str) -> Consumer:
+    """A consumer that joins ``group`` and stays a member: Kafka refuses offset commits from outside
+    a group that has members, so the operator's group commit fails after its status commit."""
+    member = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "max.poll.interval.ms": 600_000,
+            "log_level": 3,
+        }
+    )
+    member.subscribe([topic])
+    deadline = time.monotonic() + 60
+    while not member.assignment():
+        assert time.monotonic() < deadline, f"the member never joined group {group}"
+        member.poll(0.2)
+    return member
+
+
+def test_a_kill_between_the_status_commit_and_the_group_commit_is_put_right_on_restart(
+    kube: Kube,
+    kafka: KafkaBroker,
+    namespace: str,
+    operator: OperatorProcess,
+    host_volumes: HostVolumes,
+    topic_name: str,
+    tmp_path: Path,
+):
+    """The state a SIGKILL between the two commits leaves: the status holds the batch, the Kafka
+    group does not. Held there deterministically by a member in the group (the operator's commit
+    is refused), then the operator is killed and restarted with the group empty again."""
+    kafka.create_topic(topic_name, partitions=2)
+    kafka.produce(topic_name, 40, partitions=2)
+    first = latest_offsets(kafka.bootstrap, topic_name)
+    (tmp_path / "rowssink.py").write_text(ROWS_SINK)
+    out = tmp_path / "rows"
+    spec = {
+        "topics": [topic_name],
+        "batchInterval": "1s",
+        "executors": {"max": 2, **host_volumes.code(namespace, tmp_path)},
+        "processor": {"sink": "python", "options": {"entryPoint": "rowssink:Rows", "out": str(out)}},
+    }
+    member = group_member(kafka.bootstrap, "gap", topic_name)
+    try:
+        kube.kubectl("apply", "-f", "-", input=stream_manifest("gap", namespace, kafka.bootstrap, spec))
+        wait_committed(kube, namespace, "gap", first, timeout=240)
+        wait_until(
+            "the group commit to be refused",
+            lambda: "could not be updated" in operator.log(),
+            60,
+        )
+        assert group_offsets(kafka.bootstrap, "gap", topic_name) != first, "the group stayed behind"
+        operator.kill()
+    finally:
+        member.close()  # leaves the group: commits from outside are accepted again
+    operator.start()
+
+    wait_until(
+        "the restarted operator to put the group right",
+        lambda: group_offsets(kafka.bootstrap, "gap", topic_name) == first,
+        120,
+    )
+    reasons = kube.kubectl(
+        "get", "events", "-n", namespace, "-o", "jsonpath={range .items[*]}{.reason}: {.message}{'\\n'}{end}"
+    ).stdout
+    assert "OffsetsDrift: consumer group gap differs from the stored offsets" in reasons, reasons
+    kafka.produce(topic_name, 20, partitions=2)
+    latest = latest_offsets(kafka.bootstrap, topic_name)
+    stream = wait_committed(kube, namespace, "gap", latest, timeout=120)
+
+    rows = [line.split() for line in out.read_text().splitlines()]
+    offsets = [(int(p), int(o)) for _, _, p, o in rows]
+    assert sorted(offsets) == sorted({(p, o) for (_, p), end in latest.items() for o in range(end)}), (
+        "every record once: the restart did not run batch 1 again"
+    )
+    assert group_offsets(kafka.bootstrap, "gap", topic_name) == latest, "status equals the Kafka group"
+    history = [(h["batch"], h["attempts"]) for h in stream["status"]["history"]]
+    assert history[0] == (1, 1), "batch 1 committed once, in its first attempt"

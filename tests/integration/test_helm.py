@@ -103,7 +103,15 @@ def chart_values(namespace: str, kube: Kube | None = None, **overrides: Any) -> 
         "watchNamespaces": [namespace],
         "image": {"repository": "directstream/operator", "tag": VERSION},
         "executors": {"image": {"repository": "directstream/executor", "tag": VERSION}},
-        "operator": {"logFormat": "plain", "livenessPort": free_port()},
+        "operator": {
+            "logFormat": "plain",
+            "livenessPort": free_port(),
+            # The pods share the host's network: the operator's servers stay on the loopback.
+            "extraEnv": [
+                {"name": "DIRECTSTREAM_LIVENESS_HOST", "value": "127.0.0.1"},
+                {"name": "DIRECTSTREAM_METRICS_HOST", "value": "127.0.0.1"},
+            ],
+        },
         "metrics": {"port": free_port()},
         "tests": {"healthzHost": "127.0.0.1"},
     }

@@ -344,7 +344,11 @@ def test_the_operator_drops_a_deleted_topic_and_reads_a_recreated_one_from_its_s
     recreate_topic(kafka, kept, partitions=2)
     kafka.produce(kept, 300, partitions=2, value=lambda i: f"new-{i}".encode())
     latest = {(kept, 0): 150, (kept, 1): 150}
-    stream = wait_committed(kube, namespace, "lifecycle", latest, timeout=180)
+    wait_committed(kube, namespace, "lifecycle", latest, timeout=180)
+    # The batch's offsets are written before the condition that reports its commit (a Kafka
+    # error while the topic was recreated set Ready False until then): wait for that write too.
+    kube.kubectl("wait", "--for=condition=Ready", "directstream/lifecycle", "-n", namespace, "--timeout=60s")
+    stream = get_stream(kube, namespace, "lifecycle")
     status = stream["status"]
     assert set(status["topics"]) == {kept} and status["topics"][kept]["id"] != old_id
     assert condition(stream, "Ready")["status"] == "True"

@@ -271,3 +271,17 @@ def test_a_refused_replacement_fails_the_waiting_units_with_the_refusal() -> Non
         assert processes.alive() == set()
 
     with_pool(test)
+
+
+def test_a_live_spec_back_in_job_mode_retires_an_idle_pool_without_waiting_for_a_batch() -> None:
+    async def test(pool: PoolLauncher, processes: FakeExecutorProcesses, job: FakeLauncher) -> None:
+        await pool.run(attempt_run(batch=1))
+        assert len(processes.alive()) == 2
+        await pool.follow(POOL)
+        assert len(processes.alive()) == 2, "still pool: the executors stay warm"
+        await pool.follow(ExecutorsSpec(mode="job"))
+        assert processes.alive() == set() and processes.closed
+        await pool.follow(ExecutorsSpec(mode="job"))  # nothing left to retire
+        assert job.launches == []
+
+    with_pool(test)

@@ -105,6 +105,13 @@ class PoolLauncher:
             log.warning("cannot bring the pool back to %d executors: %s", self._wanted(), scrub(str(exc)))
         return results
 
+    async def follow(self, live: ExecutorsSpec) -> None:
+        """Retire the pool once the live spec is back in ``job`` mode, between batches (called
+        with no batch pending): an idle stream would otherwise keep it until its next attempt."""
+        if live.mode != "pool" and self._settings is not None:
+            log.info("executors.mode is job now: stopping the pool")
+            await self._retire()
+
     async def release(self, batch_id: int) -> None:
         await self._job.release(batch_id)
 

@@ -227,6 +227,9 @@ class ClusterHost:
             )
             self._driver_key = key
         self._driver.spec = spec
+        state = self.store.state
+        if isinstance(self._launcher_kept, PoolLauncher) and (state is None or state.pending is None):
+            await self._launcher_kept.follow(spec.executors)
         return self._driver
 
     def _launcher(self, spec: StreamSpec) -> LauncherPort:
